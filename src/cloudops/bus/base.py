@@ -1,0 +1,66 @@
+"""The session bus interface, shared by the in-process and the PostgreSQL implementation.
+
+Guarantees, per session (= entityId):
+  1. messages are received in ``order`` (the queue position the database assigned);
+  2. at most one message is in flight; the next becomes receivable only after the
+     holder calls :meth:`SessionBus.complete` (or removes it by cancel);
+  3. a deferred message (retry backoff) stays at the head: later messages wait for it;
+  4. nothing published is lost until it is completed or removed.
+Different sessions are independent and are received in parallel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    task_id: str
+    session_id: str
+    #: Position in the session's queue; lower runs first.
+    order: int
+    #: Not receivable before this time (retry backoff); None = now.
+    run_after: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A received message and the fence token that proves the receiver still holds it."""
+
+    message: TaskMessage
+    fence: int
+
+
+class SessionBus(Protocol):
+    name: str
+
+    async def publish(self, message: TaskMessage) -> None:
+        """Queue a message in its session (by ``order``); a duplicate task_id is ignored."""
+
+    async def receive(self) -> Delivery:
+        """Wait for the head of a free session whose run_after has come; lock that session."""
+
+    async def complete(self, delivery: Delivery) -> None:
+        """Remove the head and unlock the session: its next message becomes receivable."""
+
+    async def defer(self, delivery: Delivery, run_after: datetime) -> None:
+        """Keep the message at the head, unlock, and make it receivable at ``run_after``."""
+
+    async def release(self, delivery: Delivery) -> None:
+        """Unlock without removing (e.g. shutdown): the head is receivable again at once."""
+
+    async def remove(self, task_id: str, session_id: str) -> bool:
+        """Drop a queued message (cancel). False when it is in flight or unknown."""
+
+    async def holds(self, delivery: Delivery) -> bool:
+        """Whether the delivery is still the session's lock holder (lease not lost)."""
+
+    async def close(self) -> None:
+        """Stop: wake every waiting receiver with :class:`BusClosed`."""
+
+
+class BusClosed(Exception):
+    """Raised by receive() once the bus is closed."""

@@ -1,0 +1,175 @@
+"""The in-process session bus of the embedded default.
+
+It keeps no state of its own worth saving: the database is the truth and the runtime
+rebuilds this bus from it at start. Receivers sleep on a condition and are woken when a
+session becomes receivable (publish, complete, or a backoff timer firing): no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cloudops.bus.base import BusClosed, Delivery, TaskMessage
+
+
+@dataclass
+class _Session:
+    queue: list[TaskMessage] = field(default_factory=list)
+    task_ids: set[str] = field(default_factory=set)
+    #: Fence of the current holder; None when nobody holds the session.
+    holder: int | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class InMemorySessionBus:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, _Session] = {}
+        self._ready: deque[str] = deque()
+        self._ready_set: set[str] = set()
+        self._cond = asyncio.Condition()
+        self._fence = 0
+        self._closed = False
+        self._wakers: set[asyncio.Task[None]] = set()
+
+    # -- publishing ---------------------------------------------------------------
+    async def publish(self, message: TaskMessage) -> None:
+        async with self._cond:
+            session = self._sessions.setdefault(message.session_id, _Session())
+            if message.task_id in session.task_ids:
+                return
+            # The in-flight head never moves; everything else is ordered by ``order``.
+            start = 1 if session.holder is not None else 0
+            orders = [m.order for m in session.queue[start:]]
+            session.queue.insert(start + bisect.bisect_right(orders, message.order), message)
+            session.task_ids.add(message.task_id)
+            self._refresh(message.session_id)
+
+    # -- receiving ----------------------------------------------------------------
+    async def receive(self) -> Delivery:
+        async with self._cond:
+            while True:
+                if self._closed:
+                    raise BusClosed()
+                while self._ready:
+                    session_id = self._ready.popleft()
+                    self._ready_set.discard(session_id)
+                    session = self._sessions.get(session_id)
+                    if session is None or session.holder is not None or not session.queue:
+                        continue
+                    head = session.queue[0]
+                    if not _due(head):
+                        self._refresh(session_id)
+                        continue
+                    self._fence += 1
+                    session.holder = self._fence
+                    return Delivery(head, self._fence)
+                await self._cond.wait()
+
+    async def complete(self, delivery: Delivery) -> None:
+        async with self._cond:
+            session = self._held(delivery)
+            if session is None:
+                return
+            head = session.queue.pop(0)
+            session.task_ids.discard(head.task_id)
+            session.holder = None
+            self._refresh(delivery.message.session_id)
+
+    async def defer(self, delivery: Delivery, run_after: datetime) -> None:
+        async with self._cond:
+            session = self._held(delivery)
+            if session is None:
+                return
+            head = session.queue[0]
+            session.queue[0] = TaskMessage(head.task_id, head.session_id, head.order, run_after)
+            session.holder = None
+            self._refresh(delivery.message.session_id)
+
+    async def release(self, delivery: Delivery) -> None:
+        async with self._cond:
+            session = self._held(delivery)
+            if session is None:
+                return
+            session.holder = None
+            self._refresh(delivery.message.session_id)
+
+    async def remove(self, task_id: str, session_id: str) -> bool:
+        async with self._cond:
+            session = self._sessions.get(session_id)
+            if session is None or task_id not in session.task_ids:
+                return False
+            index = next(i for i, m in enumerate(session.queue) if m.task_id == task_id)
+            if index == 0 and session.holder is not None:
+                return False
+            session.queue.pop(index)
+            session.task_ids.discard(task_id)
+            self._refresh(session_id)
+            return True
+
+    async def holds(self, delivery: Delivery) -> bool:
+        async with self._cond:
+            return self._held(delivery) is not None
+
+    async def close(self) -> None:
+        async with self._cond:
+            self._closed = True
+            for session in self._sessions.values():
+                if session.timer is not None:
+                    session.timer.cancel()
+            self._cond.notify_all()
+
+    # -- introspection (tests, health) -----------------------------------------------
+    def pending(self) -> int:
+        return sum(len(s.queue) for s in self._sessions.values())
+
+    # -- internals (called with the condition held) --------------------------------------
+    def _held(self, delivery: Delivery) -> _Session | None:
+        session = self._sessions.get(delivery.message.session_id)
+        if session is None or session.holder != delivery.fence:
+            return None
+        return session
+
+    def _refresh(self, session_id: str) -> None:
+        """Put the session on the ready list if its head can run now, or arm its timer."""
+        session = self._sessions[session_id]
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        if not session.queue:
+            if session.holder is None:
+                del self._sessions[session_id]
+            return
+        if session.holder is not None:
+            return
+        head = session.queue[0]
+        if _due(head):
+            if session_id not in self._ready_set:
+                self._ready.append(session_id)
+                self._ready_set.add(session_id)
+                self._cond.notify(1)
+            return
+        assert head.run_after is not None
+        delay = (head.run_after - datetime.now(UTC)).total_seconds()
+        loop = asyncio.get_running_loop()
+        session.timer = loop.call_later(max(delay, 0.0), self._on_timer, session_id)
+
+    def _on_timer(self, session_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._wake(session_id))
+        self._wakers.add(task)
+        task.add_done_callback(self._wakers.discard)
+
+    async def _wake(self, session_id: str) -> None:
+        async with self._cond:
+            if session_id in self._sessions:
+                self._sessions[session_id].timer = None
+                self._refresh(session_id)
+
+
+def _due(message: TaskMessage) -> bool:
+    return message.run_after is None or message.run_after <= datetime.now(UTC)

@@ -1,0 +1,95 @@
+"""The ``cloudops`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from cloudops import __version__
+from cloudops.settings import Settings, SettingsError, load_settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cloudops.logs import configure_logging
+    from cloudops.web.app import create_app
+
+    configure_logging(settings.log_level)
+    app = create_app(settings, run_worker=not args.no_worker)
+    config = uvicorn.Config(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from cloudops.db.engine import Database
+    from cloudops.db.migrate import migrate
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            await migrate(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    print(f"database at head: {settings.database_url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudops",
+        description="CloudOps control plane. Settings come from CLOUDOPS_* environment "
+        "variables or a .env file (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"cloudops {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the API and a worker in one process (migrates the database first)",
+        description="Run the HTTP API and, unless --no-worker, a worker in this process. "
+        "The database is migrated at start.",
+    )
+    serve.add_argument("--host", help="interface to listen on (default CLOUDOPS_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default CLOUDOPS_PORT, 5056)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve the API only; tasks run in separate worker processes",
+    )
+    serve.set_defaults(run=_serve)
+
+    mig = commands.add_parser(
+        "migrate",
+        help="bring the database schema to the latest version",
+        description="Apply every pending Alembic migration and exit.",
+    )
+    mig.set_defaults(run=_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"cloudops: bad setting: {exc}", file=sys.stderr)
+        return 2
+    result: int = args.run(settings, args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Persistence: ORM models, the engine and its SQLite tuning, migrations."""

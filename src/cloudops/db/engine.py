@@ -1,0 +1,119 @@
+"""The database handle: engine, session factories, and SQLite tuned for a server.
+
+SQLite allows one writer at a time. Rather than let concurrent writers spin in SQLite's
+busy handler, writers in this process queue on an asyncio lock and open their transaction
+with ``BEGIN IMMEDIATE`` (so a reader never has to upgrade to a writer mid-transaction and
+fail with "database is locked"); the busy timeout then only covers other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from cloudops.errors import DatabaseUnavailable
+
+_WRITE = "cloudops_write"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite+aiosqlite:///"
+    if not url.startswith(prefix):
+        return None
+    rest = url[len(prefix) :].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from pysqlite so BEGIN is ours to emit.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Owns the engine; hands out read and write sessions."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            path = _sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self.engine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            _tune_sqlite(self.engine)
+        self._write_engine = self.engine.execution_options(**{_WRITE: True})
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; it never writes, so it never waits for the writer."""
+        try:
+            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                yield session
+        except DBAPIError as exc:
+            _raise_if_unavailable(exc)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits on success and rolls back on any exception."""
+        lock = self._write_lock or contextlib.nullcontext()
+        try:
+            async with (
+                lock,
+                AsyncSession(self._write_engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
+        except DBAPIError as exc:
+            _raise_if_unavailable(exc)
+            raise
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _raise_if_unavailable(exc: DBAPIError) -> None:
+    """Lost connections become DatabaseUnavailable; every other driver error passes through."""
+    if exc.connection_invalidated:
+        raise DatabaseUnavailable(str(exc.orig)) from exc

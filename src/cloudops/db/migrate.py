@@ -1,0 +1,35 @@
+"""Run the Alembic migrations from code, so ``cloudops serve`` migrates itself at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+
+from cloudops.db.engine import Database
+from cloudops.db.models import DEFAULT_ORGANIZATION_ID, Organization
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(database: Database) -> None:
+    """Bring the schema to head and make sure the default organization exists."""
+    async with database.engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+    async with database.write() as session:
+        if await session.get(Organization, DEFAULT_ORGANIZATION_ID) is None:
+            session.add(Organization(id=DEFAULT_ORGANIZATION_ID, name="default"))

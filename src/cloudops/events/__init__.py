@@ -1,0 +1,1 @@
+"""Task events: the record that is stored and broadcast, and the fan-out hub."""

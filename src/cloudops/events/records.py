@@ -1,0 +1,99 @@
+"""The event record: exactly what is stored in ``task_events`` and what is broadcast.
+
+It carries every field the API's ``TaskEvent`` exposes (the artifact included), so a
+subscriber renders it without a database query, and it is serialized once per event,
+not once per subscriber.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from cloudops.db.models import Artifact, TaskEvent
+from cloudops.domain import EventKind, TaskStatus, TaskType
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    id: str
+    task_id: str
+    kind: str
+    path: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Artifact) -> ArtifactRecord:
+        return cls(
+            id=row.id,
+            task_id=row.task_id,
+            kind=row.kind,
+            path=row.path,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            created_at=row.created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: str
+    task_id: str
+    sequence: int
+    kind: EventKind
+    at: datetime
+    status: TaskStatus
+    progress: float
+    entity_id: str
+    type: TaskType
+    project_id: str | None
+    step: dict[str, Any] | None
+    message: str | None
+    artifact: ArtifactRecord | None
+
+    @classmethod
+    def from_row(cls, row: TaskEvent, artifact: Artifact | None = None) -> EventRecord:
+        return cls(
+            id=row.id,
+            task_id=row.task_id,
+            sequence=row.sequence,
+            kind=EventKind(row.kind),
+            at=row.at,
+            status=TaskStatus(row.status),
+            progress=row.progress,
+            entity_id=row.entity_id,
+            type=TaskType(row.type),
+            project_id=row.project_id,
+            step=row.step,
+            message=row.message,
+            artifact=ArtifactRecord.from_row(artifact) if artifact is not None else None,
+        )
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["at"] = self.at.isoformat()
+        if self.artifact is not None:
+            data["artifact"]["created_at"] = self.artifact.created_at.isoformat()
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> EventRecord:
+        data = json.loads(text)
+        artifact = data.pop("artifact")
+        if artifact is not None:
+            artifact["created_at"] = datetime.fromisoformat(artifact["created_at"])
+            artifact = ArtifactRecord(**artifact)
+        return cls(
+            **{
+                **data,
+                "kind": EventKind(data["kind"]),
+                "status": TaskStatus(data["status"]),
+                "type": TaskType(data["type"]),
+                "at": datetime.fromisoformat(data["at"]),
+                "artifact": artifact,
+            }
+        )

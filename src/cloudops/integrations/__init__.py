@@ -1,0 +1,1 @@
+"""Interfaces to the outside world (artifact storage, Kubernetes), with their implementations."""

@@ -1,0 +1,135 @@
+"""Wiring: builds the control plane's parts from the settings and starts and stops them.
+
+Both ``cloudops serve`` and the tests go through here, so what is tested is what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from cloudops.bus.base import SessionBus
+from cloudops.bus.memory import InMemorySessionBus
+from cloudops.db.engine import Database
+from cloudops.db.migrate import migrate
+from cloudops.events.broadcast import create_broadcast
+from cloudops.events.hub import EventHub
+from cloudops.handlers.base import Services
+from cloudops.handlers.registry import HandlerRegistry, default_registry
+from cloudops.integrations.artifacts import LocalArtifactStore
+from cloudops.integrations.kubernetes import SimulatedKubernetes
+from cloudops.reaper import SandboxReaper
+from cloudops.services.projects import ProjectService
+from cloudops.services.tasks import TaskService
+from cloudops.settings import BusKind, Settings
+from cloudops.tasks.journal import Journal
+from cloudops.worker.pool import Worker
+from cloudops.worker.recovery import republish_queued, requeue_orphans
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    hub: EventHub
+    bus: SessionBus
+    journal: Journal
+    registry: HandlerRegistry
+    services: Services
+    tasks: TaskService
+    projects: ProjectService
+    run_worker: bool = True
+    worker: Worker | None = None
+    reaper: SandboxReaper | None = None
+    _started: bool = field(default=False, init=False)
+
+    @classmethod
+    def build(cls, settings: Settings, *, run_worker: bool = True) -> Runtime:
+        if settings.bus is not BusKind.MEMORY:
+            raise NotImplementedError("CLOUDOPS_BUS=postgres is not available yet; use memory")
+        db = Database(settings.database_url)
+        hub = EventHub(create_broadcast(settings.broadcast_url))
+        bus = InMemorySessionBus()
+        journal = Journal(db, hub)
+        artifacts = LocalArtifactStore(settings.data_dir)
+        registry = default_registry(settings.data_dir)
+        services = Services(
+            db=db,
+            artifacts=artifacts,
+            kubernetes=SimulatedKubernetes(db),
+            step_delay=settings.step_delay,
+        )
+        worker = None
+        if run_worker:
+            worker = Worker(
+                bus=bus,
+                journal=journal,
+                registry=registry,
+                services=services,
+                concurrency=settings.worker_concurrency,
+                retry_base_delay=settings.retry_base_delay,
+            )
+        tasks = TaskService(
+            journal=journal,
+            bus=bus,
+            registry=registry,
+            artifacts=artifacts,
+            on_cancel=worker.signal_cancel if worker else _no_worker,
+        )
+        return cls(
+            settings=settings,
+            db=db,
+            hub=hub,
+            bus=bus,
+            journal=journal,
+            registry=registry,
+            services=services,
+            tasks=tasks,
+            projects=ProjectService(db),
+            run_worker=run_worker,
+            worker=worker,
+            reaper=SandboxReaper(tasks, settings.reaper_interval),
+        )
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await migrate(self.db)
+        await self.hub.start()
+        recovered = await requeue_orphans(self.journal)
+        queued = await republish_queued(self.journal, self.bus)
+        log.info(
+            "control plane started",
+            extra={
+                "action": "started",
+                "bus": self.bus.name,
+                "broadcast": self.hub.backend_name,
+                "recovered": recovered,
+                "queued": queued,
+                "database": self.db.dialect,
+            },
+        )
+        if self.worker is not None:
+            self.worker.start()
+        if self.reaper is not None:
+            self.reaper.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            await self.db.dispose()
+            return
+        if self.reaper is not None:
+            await self.reaper.stop()
+        if self.worker is not None:
+            await self.worker.stop(self.settings.shutdown_grace)
+        await self.bus.close()
+        await self.hub.stop()
+        await self.db.dispose()
+        self._started = False
+        log.info("control plane stopped", extra={"action": "stopped"})
+
+
+def _no_worker(_task_id: str) -> None:
+    return None

@@ -1,0 +1,1 @@
+"""Service layer: what the GraphQL mutations call. Validates, writes, then schedules."""

@@ -1,0 +1,520 @@
+"""Submitting, cancelling and retrying tasks.
+
+A submission is validated in two passes: the shape of the input first (nothing touches the
+database while it is malformed), then, inside the write transaction, what needs the
+database (idempotency, existence of the things it names). The task and its QUEUED event
+commit together; only then is the task published to the bus. Bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cloudops.bus.base import SessionBus, TaskMessage
+from cloudops.db.models import DEFAULT_ORGANIZATION_ID, Artifact, Environment, Project, Task
+from cloudops.db.types import new_id, utcnow
+from cloudops.domain import (
+    ArtifactKind,
+    EnvironmentType,
+    EventKind,
+    StepStatus,
+    TaskStatus,
+    TaskType,
+)
+from cloudops.handlers.db_backup import backup_subject
+from cloudops.handlers.registry import HandlerRegistry
+from cloudops.handlers.sandbox import TEARDOWN
+from cloudops.integrations.artifacts import ArtifactStore
+from cloudops.services import inputs
+from cloudops.services.projects import environment_conflict
+from cloudops.services.results import ErrorCode, Result, UserError
+from cloudops.services.validation import TTL_MAX_MINUTES, Checker, canonical_json, check_engine
+from cloudops.tasks.journal import Guard, Journal, JournalTransaction
+from cloudops.tasks.steps import fresh_plan, stamp
+
+Resolver = Callable[[AsyncSession, "Draft"], Awaitable[list[UserError]]]
+
+
+async def _nothing_to_resolve(_session: AsyncSession, _draft: Draft) -> list[UserError]:
+    return []
+
+
+@dataclass
+class Draft:
+    """A shape-valid request on its way to becoming a task."""
+
+    type: TaskType
+    entity_id: str
+    input: dict[str, Any]
+    options: inputs.TaskOptions
+    resolve: Resolver = _nothing_to_resolve
+    project_id: str | None = None
+    environment_id: str | None = None
+    new_environment: Environment | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_hash(self) -> str:
+        identity = {
+            "type": self.type.value,
+            "input": self.input,
+            "correlationId": self.options.correlation_id,
+            "metadata": self.options.metadata or {},
+        }
+        return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+
+
+def _noop(_task_id: str) -> None:
+    return None
+
+
+class TaskService:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        bus: SessionBus,
+        registry: HandlerRegistry,
+        artifacts: ArtifactStore,
+        on_cancel: Callable[[str], None] = _noop,
+    ) -> None:
+        self.journal = journal
+        self.db = journal.db
+        self.bus = bus
+        self.registry = registry
+        self.artifacts = artifacts
+        self.on_cancel = on_cancel
+        # Commit and publish happen under one lock, so the in-process bus sees tasks in
+        # the order their queue positions were assigned.
+        self._enqueue_lock = asyncio.Lock()
+
+    # -- the five task types ---------------------------------------------------------
+    async def deploy(self, data: inputs.Deploy, org: str = DEFAULT_ORGANIZATION_ID) -> Result[Task]:
+        check = Checker()
+        check.text("environmentId", data.environment_id, max_len=64)
+        check.no_whitespace("version", data.version, max_len=128)
+        check.no_whitespace("image", data.image, max_len=512)
+        check.options(data.options)
+        if check.errors:
+            return Result.refused(*check.errors)
+
+        async def resolve(session: AsyncSession, draft: Draft) -> list[UserError]:
+            env = await session.get(Environment, data.environment_id)
+            if env is None or not await _in_org(session, env.project_id, org):
+                return [
+                    UserError(
+                        ["input", "environmentId"],
+                        f"no environment with id {data.environment_id!r}",
+                        ErrorCode.NOT_FOUND,
+                    )
+                ]
+            if env.expired:
+                return [
+                    UserError(
+                        ["input", "environmentId"],
+                        f"environment {env.name!r} has expired",
+                        ErrorCode.CONFLICT,
+                    )
+                ]
+            draft.project_id, draft.environment_id = env.project_id, env.id
+            return []
+
+        task_input = {
+            "environmentId": data.environment_id,
+            "version": data.version,
+            "image": data.image,
+        }
+        return await self._submit(
+            Draft(TaskType.DEPLOYMENT, data.environment_id, task_input, data.options, resolve), org
+        )
+
+    async def backup_database(
+        self, data: inputs.BackupDatabase, org: str = DEFAULT_ORGANIZATION_ID
+    ) -> Result[Task]:
+        check = Checker()
+        check_engine(check, data.engine)
+        check.instance_id("instanceId", data.instance_id)
+        check.options(data.options)
+        if check.errors:
+            return Result.refused(*check.errors)
+        task_input = {"engine": data.engine, "instanceId": data.instance_id}
+        entity = backup_subject(data.engine, data.instance_id)
+        return await self._submit(Draft(TaskType.DB_BACKUP, entity, task_input, data.options), org)
+
+    async def restore_database(
+        self, data: inputs.RestoreDatabase, org: str = DEFAULT_ORGANIZATION_ID
+    ) -> Result[Task]:
+        check = Checker()
+        check_engine(check, data.engine)
+        check.instance_id("instanceId", data.instance_id)
+        check.text("artifactId", data.artifact_id, max_len=64)
+        check.options(data.options)
+        if check.errors:
+            return Result.refused(*check.errors)
+        subject = backup_subject(data.engine, data.instance_id)
+
+        async def resolve(session: AsyncSession, draft: Draft) -> list[UserError]:
+            field_path = ["input", "artifactId"]
+            artifact = await session.get(Artifact, data.artifact_id)
+            if artifact is None:
+                return [
+                    UserError(
+                        field_path, f"no artifact with id {data.artifact_id!r}", ErrorCode.NOT_FOUND
+                    )
+                ]
+            if artifact.kind != ArtifactKind.DB_BACKUP or artifact.subject != subject:
+                return [
+                    UserError(
+                        field_path,
+                        f"artifact {artifact.id} is not a backup of "
+                        f"{data.engine} instance {data.instance_id!r}",
+                    )
+                ]
+            stored = await self.artifacts.stat(artifact.path)
+            if stored is None or stored.sha256 != artifact.sha256:
+                return [
+                    UserError(
+                        field_path,
+                        f"backup {artifact.path} no longer matches its "
+                        "recorded sha256; it cannot be restored",
+                    )
+                ]
+            return []
+
+        task_input = {
+            "engine": data.engine,
+            "instanceId": data.instance_id,
+            "artifactId": data.artifact_id,
+        }
+        return await self._submit(
+            Draft(TaskType.DB_RESTORE, subject, task_input, data.options, resolve), org
+        )
+
+    async def restart_workload(
+        self, data: inputs.RestartWorkload, org: str = DEFAULT_ORGANIZATION_ID
+    ) -> Result[Task]:
+        check = Checker()
+        check.dns_label("namespace", data.namespace)
+        check.dns_label("name", data.name)
+        check.options(data.options)
+        if check.errors:
+            return Result.refused(*check.errors)
+        task_input = {"namespace": data.namespace, "name": data.name}
+        entity = f"k8s:{data.namespace}/{data.name}"
+        return await self._submit(
+            Draft(TaskType.RESTART_WORKLOAD, entity, task_input, data.options), org
+        )
+
+    async def create_sandbox(
+        self, data: inputs.CreateSandbox, org: str = DEFAULT_ORGANIZATION_ID
+    ) -> Result[Task]:
+        check = Checker()
+        check.text("projectId", data.project_id, max_len=64)
+        check.dns_label("name", data.name)
+        if not 1 <= data.ttl_minutes <= TTL_MAX_MINUTES:
+            check.fail("ttlMinutes", f"must be between 1 and {TTL_MAX_MINUTES} minutes")
+        check.options(data.options)
+        if check.errors:
+            return Result.refused(*check.errors)
+        env_id = new_id()
+
+        async def resolve(session: AsyncSession, draft: Draft) -> list[UserError]:
+            if not await _in_org(session, data.project_id, org):
+                return [
+                    UserError(
+                        ["input", "projectId"],
+                        f"no project with id {data.project_id!r}",
+                        ErrorCode.NOT_FOUND,
+                    )
+                ]
+            now = utcnow()
+            env = Environment(
+                id=env_id,
+                project_id=data.project_id,
+                name=data.name,
+                type=EnvironmentType.SANDBOX.value,
+                ttl_minutes=data.ttl_minutes,
+                expires_at=now + timedelta(minutes=data.ttl_minutes),
+                expired=False,
+                created_at=now,
+            )
+            conflict = await environment_conflict(session, env)
+            if conflict is not None:
+                return [conflict]
+            draft.new_environment = env
+            draft.project_id, draft.environment_id = data.project_id, env_id
+            return []
+
+        task_input = {
+            "projectId": data.project_id,
+            "name": data.name,
+            "ttlMinutes": data.ttl_minutes,
+            "action": "provision",
+        }
+        draft = Draft(TaskType.SANDBOX, env_id, task_input, data.options, resolve)
+        return await self._submit(draft, org)
+
+    async def reap_expired_sandboxes(self, limit: int = 100) -> int:
+        """Mark sandboxes past ``expiresAt`` as expired and queue each one's teardown on
+        its own session. The conditional update makes it happen once, even with several
+        reapers; the teardown's idempotency key makes the task unique too."""
+        now = utcnow()
+        queued: list[Task] = []
+        async with self._enqueue_lock:
+            async with self.journal.transaction() as txn:
+                envs = (
+                    (
+                        await txn.session.execute(
+                            select(Environment)
+                            .where(
+                                Environment.type == EnvironmentType.SANDBOX.value,
+                                Environment.expired.is_(False),
+                                Environment.expires_at <= now,
+                            )
+                            .order_by(Environment.expires_at)
+                            .limit(limit)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                for env in envs:
+                    marked = await txn.session.execute(
+                        update(Environment)
+                        .where(Environment.id == env.id, Environment.expired.is_(False))
+                        .values(expired=True)
+                        .execution_options(synchronize_session=False)
+                    )
+                    if marked.rowcount != 1:  # type: ignore[attr-defined]
+                        continue
+                    project_org = await txn.session.scalar(
+                        select(Project.organization_id).where(Project.id == env.project_id)
+                    )
+                    draft = Draft(
+                        TaskType.SANDBOX,
+                        env.id,
+                        {"projectId": env.project_id, "name": env.name, "action": TEARDOWN},
+                        inputs.TaskOptions(idempotency_key=f"sandbox-teardown:{env.id}"),
+                    )
+                    draft.project_id, draft.environment_id = env.project_id, env.id
+                    org = project_org or DEFAULT_ORGANIZATION_ID
+                    if await _by_key(txn.session, org, f"sandbox-teardown:{env.id}") is None:
+                        queued.append(await self._insert(txn, draft, org))
+            for task in queued:
+                await self.bus.publish(TaskMessage(task.id, task.entity_id, task.queue_seq))
+        return len(queued)
+
+    # -- cancel and retry -------------------------------------------------------------
+    async def cancel(self, task_id: str, org: str = DEFAULT_ORGANIZATION_ID) -> Result[Task]:
+        task = await self.get(task_id, org)
+        if task is None:
+            return Result.refused(
+                UserError(["id"], f"no task with id {task_id!r}", ErrorCode.NOT_FOUND)
+            )
+        if TaskStatus(task.status).is_final:
+            return Result.refused(
+                UserError(
+                    ["id"],
+                    f"task is {task.status}; only QUEUED or RUNNING tasks can be cancelled",
+                    ErrorCode.NOT_CANCELLABLE,
+                )
+            )
+        now = utcnow()
+        steps = [dict(s) for s in task.steps]
+        for step in steps:
+            if step["status"] in (StepStatus.PENDING, StepStatus.RUNNING):
+                step.update(
+                    status=StepStatus.SKIPPED.value, finishedAt=stamp(now), message="cancelled"
+                )
+        async with self.journal.transaction() as txn:
+            cancelled = await txn.append(
+                task.id,
+                EventKind.CANCELLED,
+                Guard({TaskStatus.QUEUED}),
+                {
+                    "status": TaskStatus.CANCELLED.value,
+                    "finished_at": now,
+                    "steps": steps,
+                    "run_after": None,
+                },
+                message="cancelled before it started",
+                at=now,
+            )
+            if cancelled is None:
+                # It is running (or just finished): ask its worker to stop at the next boundary.
+                await txn.session.execute(
+                    update(Task)
+                    .where(Task.id == task.id, Task.status == TaskStatus.RUNNING.value)
+                    .values(cancel_requested=True)
+                )
+        if cancelled is not None:
+            await self.bus.remove(task.id, task.entity_id)
+        else:
+            self.on_cancel(task.id)
+        fresh = await self.get(task.id, org)
+        if (
+            fresh is not None
+            and TaskStatus(fresh.status).is_final
+            and cancelled is None
+            and fresh.status != TaskStatus.CANCELLED
+        ):
+            return Result.refused(
+                UserError(
+                    ["id"],
+                    f"task is {fresh.status}; it finished before it could be cancelled",
+                    ErrorCode.NOT_CANCELLABLE,
+                )
+            )
+        return Result(fresh)
+
+    async def retry(self, task_id: str, org: str = DEFAULT_ORGANIZATION_ID) -> Result[Task]:
+        task = await self.get(task_id, org)
+        if task is None:
+            return Result.refused(
+                UserError(["id"], f"no task with id {task_id!r}", ErrorCode.NOT_FOUND)
+            )
+        handler = self.registry.get(task.type)
+        names = [step.name for step in handler.plan(task.input)]
+        async with self._enqueue_lock:
+            async with self.journal.transaction() as txn:
+                queue_seq = await next_queue_seq(txn.session)
+                requeued = await txn.append(
+                    task.id,
+                    EventKind.QUEUED,
+                    Guard({TaskStatus.FAILED, TaskStatus.CANCELLED}),
+                    {
+                        "status": TaskStatus.QUEUED.value,
+                        "attempt": 1,
+                        "steps": fresh_plan(names),
+                        "progress": 0.0,
+                        "dead_lettered": False,
+                        "error": None,
+                        "run_after": None,
+                        "started_at": None,
+                        "finished_at": None,
+                        "cancel_requested": False,
+                        "queue_seq": queue_seq,
+                    },
+                    message="queued again by retryTask (attempt 1, fresh plan)",
+                )
+            if requeued is None:
+                return Result.refused(
+                    UserError(
+                        ["id"],
+                        f"task is {task.status}; only FAILED or CANCELLED tasks can be retried",
+                        ErrorCode.NOT_RETRYABLE,
+                    )
+                )
+            await self.bus.publish(TaskMessage(task.id, task.entity_id, queue_seq))
+        return Result(await self.get(task.id, org))
+
+    async def get(self, task_id: str, org: str = DEFAULT_ORGANIZATION_ID) -> Task | None:
+        async with self.db.read() as session:
+            task = await session.get(Task, task_id)
+        return task if task is not None and task.organization_id == org else None
+
+    # -- the shared submission path -----------------------------------------------------
+    async def _submit(self, draft: Draft, org: str) -> Result[Task]:
+        key = draft.options.idempotency_key
+        for _ in range(3):
+            async with self._enqueue_lock:
+                try:
+                    async with self.journal.transaction() as txn:
+                        if key is not None:
+                            existing = await _by_key(txn.session, org, key)
+                            if existing is not None:
+                                return _deduplicate(existing, draft)
+                        errors = await draft.resolve(txn.session, draft)
+                        if errors:
+                            return Result.refused(*errors)
+                        task = await self._insert(txn, draft, org)
+                except IntegrityError:
+                    if key is None:
+                        raise
+                    continue  # a concurrent request with the same key won: look again
+                await self.bus.publish(TaskMessage(task.id, task.entity_id, task.queue_seq))
+            return Result(await self.get(task.id, org))
+        raise RuntimeError("idempotency key conflict did not settle")
+
+    async def _insert(self, txn: JournalTransaction, draft: Draft, org: str) -> Task:
+        handler = self.registry.get(draft.type)
+        names = [step.name for step in handler.plan(draft.input)]
+        session: AsyncSession = txn.session
+        if draft.new_environment is not None:
+            session.add(draft.new_environment)
+        now = utcnow()
+        task = Task(
+            id=new_id(),
+            organization_id=org,
+            type=draft.type.value,
+            status=TaskStatus.QUEUED.value,
+            entity_id=draft.entity_id,
+            project_id=draft.project_id,
+            environment_id=draft.environment_id,
+            correlation_id=draft.options.correlation_id,
+            idempotency_key=draft.options.idempotency_key,
+            input_hash=draft.input_hash,
+            attempt=1,
+            max_attempts=handler.retry.max_attempts,
+            progress=0.0,
+            steps=fresh_plan(names),
+            input=draft.input,
+            meta=draft.options.metadata or {},
+            dead_lettered=False,
+            cancel_requested=False,
+            queue_seq=await next_queue_seq(session),
+            last_sequence=0,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(task)
+        await session.flush()
+        await txn.append(
+            task.id,
+            EventKind.QUEUED,
+            Guard({TaskStatus.QUEUED}),
+            message=f"{draft.type.value.lower()} queued on {draft.entity_id}",
+            at=now,
+        )
+        return task
+
+
+async def next_queue_seq(session: AsyncSession) -> int:
+    """The next queue position. Writers are serialized on SQLite; on PostgreSQL the unique
+    index turns a concurrent duplicate into an IntegrityError that the caller retries."""
+    current = await session.scalar(select(func.max(Task.queue_seq)))
+    return int(current or 0) + 1
+
+
+async def _by_key(session: AsyncSession, org: str, key: str) -> Task | None:
+    return (
+        await session.execute(
+            select(Task).where(Task.organization_id == org, Task.idempotency_key == key)
+        )
+    ).scalar_one_or_none()
+
+
+async def _in_org(session: AsyncSession, project_id: str, org: str) -> bool:
+    owner = await session.scalar(select(Project.organization_id).where(Project.id == project_id))
+    return owner == org
+
+
+def _deduplicate(existing: Task, draft: Draft) -> Result[Task]:
+    if existing.input_hash == draft.input_hash and existing.type == draft.type.value:
+        return Result(existing, deduplicated=True)
+    return Result.refused(
+        UserError(
+            ["input", "idempotencyKey"],
+            "this idempotencyKey was already used with a different input",
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        )
+    )

@@ -1,0 +1,88 @@
+"""One validated settings object, read from ``CLOUDOPS_*`` variables and ``.env``.
+
+A bad value must stop the start with one line naming the variable, so that an operator
+never has to read a pydantic traceback to find a typo.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BusKind(StrEnum):
+    MEMORY = "memory"
+    POSTGRES = "postgres"
+
+
+class AuthMode(StrEnum):
+    DEMO = "demo"
+    TOKEN = "token"
+    OIDC = "oidc"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUDOPS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite+aiosqlite:///data/cloudops.db"
+    broadcast_url: str = "memory://"
+    bus: BusKind = BusKind.MEMORY
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5056
+    worker_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    step_delay: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    auth_mode: AuthMode = AuthMode.DEMO
+    #: Base of the exponential retry backoff in seconds (x2 per attempt, with jitter).
+    retry_base_delay: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    #: Seconds a running step may take to finish after SIGTERM before it is interrupted.
+    shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    #: How often the sandbox reaper looks for expired sandboxes, in seconds.
+    reaper_interval: Annotated[float, Field(gt=0, le=86400)] = 5.0
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("broadcast_url")
+    @classmethod
+    def _known_broadcast(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://", "postgres://")):
+            raise ValueError("must start with memory://, redis:// or postgres://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation failure into one readable line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "CLOUDOPS_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise SettingsError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None

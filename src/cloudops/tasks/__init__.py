@@ -1,0 +1,1 @@
+"""Task state: the journal that writes every state change with its event, and step plans."""

@@ -1,0 +1,1 @@
+"""The web app: Starlette routes around the runtime."""

@@ -1,0 +1,338 @@
+"""One attempt of one task: STARTED, each step, then COMPLETED / retry / FAILED / CANCELLED.
+
+The attempt is the task's only writer while it runs. Every write goes through the journal
+with a guard (status RUNNING, this attempt); a write that finds the guard broken means
+another actor owns the task now, and the attempt stops without writing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from cloudops.db.models import Artifact, Task
+from cloudops.db.types import new_id, utcnow
+from cloudops.domain import EventKind, StepStatus, TaskStatus, TaskType
+from cloudops.errors import LeaseLost, PermanentStepError, StepError, TaskCancelled
+from cloudops.events.records import ArtifactRecord
+from cloudops.handlers.base import Handler, Services, StepContext, TaskView
+from cloudops.integrations.artifacts import StoredObject
+from cloudops.tasks.journal import Guard, Journal
+from cloudops.tasks.steps import StepState, overall_progress, stamp
+from cloudops.worker.faults import injected_fault
+from cloudops.worker.retry import backoff_delay
+
+log = logging.getLogger(__name__)
+
+RUNNING = Guard({TaskStatus.RUNNING})
+
+
+class Outcome:
+    COMPLETED = "completed"
+    RETRY = "retry"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"
+
+
+@dataclass
+class AttemptResult:
+    outcome: str
+    run_after: Any = None
+
+
+@dataclass
+class Attempt:
+    """Runs one attempt; also the StepSink its steps report to."""
+
+    journal: Journal
+    handler: Handler
+    services: Services
+    task: TaskView
+    steps: list[StepState]
+    retry_base_delay: float
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    _current: int | None = None
+
+    @property
+    def guard(self) -> Guard:
+        return Guard({TaskStatus.RUNNING}, self.task.attempt)
+
+    # -- StepSink -------------------------------------------------------------------
+    async def report_progress(self, fraction: float, message: str | None) -> None:
+        step = self._step()
+        step["progress"] = fraction
+        if message is not None:
+            step["message"] = message
+        await self._write(EventKind.STEP_PROGRESS, step=step, message=message)
+
+    async def log(self, message: str) -> None:
+        await self._write(
+            EventKind.LOG,
+            step=self._step() if self._current is not None else None,
+            message=message,
+            progress=False,
+        )
+
+    async def find_artifact(self, path: str) -> ArtifactRecord | None:
+        async with self.journal.db.read() as session:
+            row = (await session.execute(select(Artifact).where(Artifact.path == path))).scalar()
+        return ArtifactRecord.from_row(row) if row is not None else None
+
+    async def record_artifact(
+        self, kind: str, subject: str | None, stored: StoredObject
+    ) -> ArtifactRecord:
+        async with self.journal.transaction() as txn:
+            artifact = Artifact(
+                id=new_id(),
+                task_id=self.task.id,
+                kind=kind,
+                subject=subject,
+                path=stored.path,
+                size_bytes=stored.size_bytes,
+                sha256=stored.sha256,
+                created_at=utcnow(),
+            )
+            txn.session.add(artifact)
+            await txn.session.flush()
+            appended = await txn.append(
+                self.task.id,
+                EventKind.ARTIFACT,
+                self.guard,
+                step=self._step() if self._current is not None else None,
+                message=f"{kind} {stored.path} ({stored.size_bytes} bytes)",
+                artifact=artifact,
+            )
+            if appended is None:
+                raise LeaseLost(self.task.id)  # rolls the artifact row back too
+        return ArtifactRecord.from_row(artifact)
+
+    # -- the attempt ---------------------------------------------------------------
+    async def run(self) -> AttemptResult:
+        plan = list(self.handler.plan(self.task.input))
+        try:
+            for index, step in enumerate(plan):
+                if self.steps[index]["status"] in (StepStatus.COMPLETED, StepStatus.SKIPPED):
+                    continue  # done by an earlier attempt
+                if self.cancelled.is_set():
+                    raise TaskCancelled(self.task.id)
+                self._current = index
+                state = self.steps[index]
+                state.update(
+                    status=StepStatus.RUNNING.value,
+                    progress=0.0,
+                    message=None,
+                    startedAt=stamp(utcnow()),
+                    finishedAt=None,
+                )
+                await self._write(EventKind.STEP_STARTED, step=state)
+                fault = injected_fault(self.task, step.name)
+                if fault is not None:
+                    raise fault
+                await step.run(StepContext(self.task, step.name, self, self.services))
+                state.update(
+                    status=StepStatus.COMPLETED.value, progress=1.0, finishedAt=stamp(utcnow())
+                )
+                await self._write(EventKind.STEP_COMPLETED, step=state)
+                self._current = None
+            return await self._complete()
+        except TaskCancelled:
+            return await self._cancel()
+        except LeaseLost:
+            log.warning(
+                "lost the task; stopping without writing",
+                extra={"action": "task_lost", "task_id": self.task.id},
+            )
+            return AttemptResult(Outcome.LOST)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a step failed
+            return await self._fail(exc)
+
+    async def interrupt(self) -> None:
+        """Shutdown came before the attempt finished: back to QUEUED, same attempt."""
+        if self._current is not None:
+            self.steps[self._current].update(
+                status=StepStatus.PENDING.value, progress=0.0, startedAt=None, message=None
+            )
+        async with self.journal.transaction() as txn:
+            await txn.append(
+                self.task.id,
+                EventKind.RETRY_SCHEDULED,
+                self.guard,
+                {
+                    "status": TaskStatus.QUEUED.value,
+                    "steps": self.steps,
+                    "progress": overall_progress(self.steps),
+                    "run_after": None,
+                },
+                message="worker shut down mid-task; it resumes when a worker starts again",
+            )
+
+    # -- endings --------------------------------------------------------------------
+    async def _complete(self) -> AttemptResult:
+        now = utcnow()
+        async with self.journal.transaction() as txn:
+            appended = await txn.append(
+                self.task.id,
+                EventKind.COMPLETED,
+                self.guard,
+                {
+                    "status": TaskStatus.COMPLETED.value,
+                    "progress": 1.0,
+                    "steps": self.steps,
+                    "finished_at": now,
+                    "error": None,
+                },
+                message=f"{self.task.type.value.lower()} completed",
+                at=now,
+            )
+            if appended is None:
+                return AttemptResult(Outcome.LOST)
+            await self.handler.on_completed(txn.session, self.task)
+        log.info("task completed", extra={"action": "task_completed", "task_id": self.task.id})
+        return AttemptResult(Outcome.COMPLETED)
+
+    async def _cancel(self) -> AttemptResult:
+        now = utcnow()
+        for state in self.steps:
+            if state["status"] in (StepStatus.PENDING, StepStatus.RUNNING):
+                state.update(
+                    status=StepStatus.SKIPPED.value, finishedAt=stamp(now), message="cancelled"
+                )
+        async with self.journal.transaction() as txn:
+            appended = await txn.append(
+                self.task.id,
+                EventKind.CANCELLED,
+                self.guard,
+                {
+                    "status": TaskStatus.CANCELLED.value,
+                    "steps": self.steps,
+                    "finished_at": now,
+                    "progress": overall_progress(self.steps),
+                },
+                message="cancelled while running",
+                at=now,
+            )
+        if appended is None:
+            return AttemptResult(Outcome.LOST)
+        log.info("task cancelled", extra={"action": "task_cancelled", "task_id": self.task.id})
+        return AttemptResult(Outcome.CANCELLED)
+
+    async def _fail(self, exc: Exception) -> AttemptResult:
+        now = utcnow()
+        error = str(exc) or exc.__class__.__name__
+        if not isinstance(exc, StepError):
+            log.exception(
+                "step raised an unexpected error",
+                extra={"action": "step_crashed", "task_id": self.task.id},
+            )
+            error = f"{exc.__class__.__name__}: {error}"
+        step_name = None
+        if self._current is not None:
+            state = self.steps[self._current]
+            step_name = state["name"]
+            state.update(status=StepStatus.FAILED.value, finishedAt=stamp(now), message=error)
+            try:
+                await self._write(EventKind.STEP_FAILED, step=state, message=error)
+            except LeaseLost:
+                return AttemptResult(Outcome.LOST)
+        where = f"step '{step_name}' failed: {error}" if step_name else error
+        retryable = not isinstance(exc, PermanentStepError)
+        if retryable and self.task.attempt < self.task.max_attempts:
+            delay = backoff_delay(self.handler.retry, self.retry_base_delay, self.task.attempt)
+            run_after = now + timedelta(seconds=delay)
+            async with self.journal.transaction() as txn:
+                appended = await txn.append(
+                    self.task.id,
+                    EventKind.RETRY_SCHEDULED,
+                    self.guard,
+                    {
+                        "status": TaskStatus.QUEUED.value,
+                        "attempt": self.task.attempt + 1,
+                        "run_after": run_after,
+                        "error": where,
+                        "steps": self.steps,
+                    },
+                    message=f"{where}; attempt {self.task.attempt + 1} of "
+                    f"{self.task.max_attempts} in {delay:.1f}s",
+                    at=now,
+                )
+            if appended is None:
+                return AttemptResult(Outcome.LOST)
+            log.info(
+                "retry scheduled",
+                extra={"action": "task_retry_scheduled", "task_id": self.task.id, "delay": delay},
+            )
+            return AttemptResult(Outcome.RETRY, run_after)
+        async with self.journal.transaction() as txn:
+            appended = await txn.append(
+                self.task.id,
+                EventKind.FAILED,
+                self.guard,
+                {
+                    "status": TaskStatus.FAILED.value,
+                    "dead_lettered": True,
+                    "error": where,
+                    "finished_at": now,
+                    "steps": self.steps,
+                },
+                message=f"{where}; dead-lettered after attempt {self.task.attempt}",
+                at=now,
+            )
+        if appended is None:
+            return AttemptResult(Outcome.LOST)
+        log.info("task failed", extra={"action": "task_dead_lettered", "task_id": self.task.id})
+        return AttemptResult(Outcome.FAILED)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _step(self) -> StepState:
+        assert self._current is not None
+        return self.steps[self._current]
+
+    async def _write(
+        self,
+        kind: EventKind,
+        *,
+        step: StepState | None,
+        message: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        values: dict[str, Any] = {"steps": self.steps}
+        if progress:
+            values["progress"] = overall_progress(self.steps)
+        async with self.journal.transaction() as txn:
+            appended = await txn.append(
+                self.task.id,
+                kind,
+                self.guard,
+                values,
+                step=dict(step) if step else None,
+                message=message,
+            )
+        if appended is None:
+            raise LeaseLost(self.task.id)
+        if appended.cancel_requested:
+            self.cancelled.set()
+
+
+def task_view(task: Task) -> TaskView:
+    return TaskView(
+        id=task.id,
+        type=TaskType(task.type),
+        entity_id=task.entity_id,
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        input=task.input,
+        metadata=task.meta,
+        project_id=task.project_id,
+        environment_id=task.environment_id,
+        created_at=task.created_at,
+    )

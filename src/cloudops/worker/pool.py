@@ -1,0 +1,162 @@
+"""The worker: receives from the session bus and runs attempts, up to WORKER_CONCURRENCY.
+
+A slot is taken before receiving, so the worker never locks a session it cannot run yet.
+On stop it receives nothing more, lets running attempts finish within the grace period,
+then interrupts the rest, which go back to QUEUED for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from cloudops.bus.base import BusClosed, Delivery, SessionBus
+from cloudops.db.models import Task
+from cloudops.db.types import utcnow
+from cloudops.domain import EventKind, TaskStatus
+from cloudops.handlers.base import Services
+from cloudops.handlers.registry import HandlerRegistry
+from cloudops.tasks.journal import Guard, Journal
+from cloudops.worker.attempt import Attempt, AttemptResult, Outcome, task_view
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        bus: SessionBus,
+        journal: Journal,
+        registry: HandlerRegistry,
+        services: Services,
+        concurrency: int,
+        retry_base_delay: float,
+    ) -> None:
+        self.bus = bus
+        self.journal = journal
+        self.registry = registry
+        self.services = services
+        self.concurrency = concurrency
+        self.retry_base_delay = retry_base_delay
+        self._slots = asyncio.Semaphore(concurrency)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._runs: set[asyncio.Task[None]] = set()
+        self._attempts: dict[str, Attempt] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._attempts)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._receive_loop(), name="worker-receive")
+
+    def signal_cancel(self, task_id: str) -> None:
+        """Interrupt a running attempt of this process at once (other processes see the
+        database flag at their next write)."""
+        attempt = self._attempts.get(task_id)
+        if attempt is not None:
+            attempt.cancelled.set()
+
+    async def stop(self, grace: float) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._runs:
+            log.info(
+                "waiting for running tasks",
+                extra={"action": "worker_draining", "running": len(self._runs)},
+            )
+            _, pending = await asyncio.wait(set(self._runs), timeout=grace)
+            for run in pending:
+                run.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                delivery = await self.bus.receive()
+            except BusClosed:
+                self._slots.release()
+                return
+            except BaseException:
+                self._slots.release()
+                raise
+            run = asyncio.create_task(
+                self._handle(delivery), name=f"task-{delivery.message.task_id}"
+            )
+            self._runs.add(run)
+            run.add_done_callback(self._finished)
+
+    def _finished(self, run: asyncio.Task[None]) -> None:
+        self._runs.discard(run)
+        self._slots.release()
+
+    async def _handle(self, delivery: Delivery) -> None:
+        task_id = delivery.message.task_id
+        try:
+            result = await self._run(delivery)
+        except asyncio.CancelledError:
+            attempt = self._attempts.get(task_id)
+            if attempt is not None:
+                with contextlib.suppress(Exception):
+                    await attempt.interrupt()
+            await self.bus.release(delivery)
+            raise
+        except Exception:
+            log.exception(
+                "worker failed to run a task; it stays queued",
+                extra={"action": "task_run_error", "task_id": task_id},
+            )
+            await asyncio.sleep(1.0)  # a broken database must not become a hot loop
+            await self.bus.release(delivery)
+            return
+        finally:
+            self._attempts.pop(task_id, None)
+        if result.outcome == Outcome.RETRY:
+            await self.bus.defer(delivery, result.run_after)
+        elif result.outcome == Outcome.LOST:
+            await self.bus.release(delivery)
+        else:
+            await self.bus.complete(delivery)
+
+    async def _run(self, delivery: Delivery) -> AttemptResult:
+        task_id = delivery.message.task_id
+        async with self.journal.db.read() as session:
+            task = await session.get(Task, task_id)
+        if task is None or task.status != TaskStatus.QUEUED:
+            return AttemptResult(Outcome.SKIPPED)
+        now = utcnow()
+        async with self.journal.transaction() as txn:
+            started = await txn.append(
+                task_id,
+                EventKind.STARTED,
+                Guard({TaskStatus.QUEUED}, task.attempt),
+                {
+                    "status": TaskStatus.RUNNING.value,
+                    "run_after": None,
+                    "started_at": task.started_at or now,
+                },
+                message=f"attempt {task.attempt} of {task.max_attempts}",
+                at=now,
+            )
+        if started is None:  # cancelled (or moved) between receive and start
+            return AttemptResult(Outcome.SKIPPED)
+        log.info(
+            "task started",
+            extra={"action": "task_started", "task_id": task_id, "attempt": task.attempt},
+        )
+        attempt = Attempt(
+            journal=self.journal,
+            handler=self.registry.get(task.type),
+            services=self.services,
+            task=task_view(task),
+            steps=[dict(s) for s in task.steps],
+            retry_base_delay=self.retry_base_delay,
+        )
+        self._attempts[task_id] = attempt
+        return await attempt.run()

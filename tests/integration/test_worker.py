@@ -1,0 +1,201 @@
+"""The worker on the embedded default: ordering, retries, dead letters, cancel (invariants 1-4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from cloudops.db.models import Artifact, Environment, Task
+from cloudops.domain import EventKind, StepStatus, TaskStatus
+from cloudops.runtime import Runtime
+from cloudops.services import inputs
+from tests.conftest import events_of, make_environment, wait_final
+
+
+def fail(step: str, attempts: int | None = None, **extra: Any) -> inputs.TaskOptions:
+    spec: dict[str, Any] = {"failStep": step, **extra}
+    if attempts is not None:
+        spec["failAttempts"] = attempts
+    return inputs.TaskOptions(metadata={"simulate": spec})
+
+
+async def first(runtime: Runtime, task_id: str, kind: EventKind) -> Any:
+    return next(e for e in await events_of(runtime, task_id) if e.kind == kind)
+
+
+async def test_deployment_runs_every_step_and_sets_current_version(runtime: Runtime) -> None:
+    env = await make_environment(runtime)
+    result = await runtime.tasks.deploy(inputs.Deploy(env.id, "1.4.2", image="shop:1.4.2"))
+    assert result.value is not None
+    [task] = await wait_final(runtime, [result.value.id])
+    assert task.status == TaskStatus.COMPLETED and task.progress == 1.0
+    assert [s["status"] for s in task.steps] == [StepStatus.COMPLETED] * 4
+    assert [s["name"] for s in task.steps] == ["validate", "plan", "apply", "verify"]
+    async with runtime.db.read() as session:
+        assert (await session.get(Environment, env.id)).current_version == "1.4.2"  # type: ignore[union-attr]
+        artifact = (await session.execute(select(Artifact))).scalar_one()
+    assert artifact.path == f"artifacts/{task.id}/plan.json" and artifact.kind == "deployment_plan"
+    stored = await runtime.services.artifacts.stat(artifact.path)
+    assert stored is not None and stored.sha256 == artifact.sha256
+
+
+async def test_invariant_3_event_sequences_are_gapless_and_match_broadcast(runtime: Runtime) -> None:
+    env = await make_environment(runtime)
+    seen: list[Any] = []
+    async with runtime.hub.subscribe(lambda e: True) as sub:
+        result = await runtime.tasks.deploy(inputs.Deploy(env.id, "2.0.0", options=fail("apply", 1)))
+        assert result.value is not None
+        async for event in sub:
+            seen.append(event)
+            if event.kind.is_final:
+                break
+    stored = await events_of(runtime, result.value.id)
+    assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
+    assert [(e.id, e.sequence, e.kind, e.status, e.progress) for e in seen] == [
+        (e.id, e.sequence, e.kind, e.status, e.progress) for e in stored
+    ]
+
+
+async def test_invariant_4_task_state_equals_its_last_event(runtime: Runtime) -> None:
+    env = await make_environment(runtime)
+    ids = []
+    for version, options in [("1", inputs.TaskOptions()), ("2", fail("verify")), ("3", fail("plan", 1))]:
+        result = await runtime.tasks.deploy(inputs.Deploy(env.id, version, options=options))
+        assert result.value is not None
+        ids.append(result.value.id)
+    for task in await wait_final(runtime, ids):
+        last = (await events_of(runtime, task.id))[-1]
+        assert last.sequence == task.last_sequence
+        assert (last.status, last.progress) == (task.status, task.progress)
+        step_events = [e for e in await events_of(runtime, task.id) if e.step is not None]
+        for step in task.steps:
+            latest = [e.step for e in step_events if e.step and e.step["index"] == step["index"]]
+            if latest and step["status"] != StepStatus.SKIPPED:
+                assert latest[-1] == step
+
+
+async def test_invariant_1_fifo_and_one_running_per_entity(runtime: Runtime) -> None:
+    env_a = await make_environment(runtime, "a")
+    env_b = await make_environment(runtime, "b")
+    ids: dict[str, list[str]] = {env_a.id: [], env_b.id: []}
+    for i in range(8):
+        for env in (env_a, env_b):
+            result = await runtime.tasks.deploy(inputs.Deploy(env.id, f"v{i}"))
+            assert result.value is not None
+            ids[env.id].append(result.value.id)
+    await wait_final(runtime, ids[env_a.id] + ids[env_b.id])
+    for task_ids in ids.values():
+        previous_end = None
+        for task_id in task_ids:
+            started = await first(runtime, task_id, EventKind.STARTED)
+            completed = await first(runtime, task_id, EventKind.COMPLETED)
+            if previous_end is not None:
+                assert started.at >= previous_end, "a task started before its predecessor ended"
+            previous_end = completed.at
+    async with runtime.db.read() as session:
+        env = await session.get(Environment, env_a.id)
+    assert env is not None and env.current_version == "v7"
+
+
+async def test_retry_keeps_the_head_of_its_entity_queue(runtime_factory: Any) -> None:
+    runtime: Runtime = await runtime_factory(retry_base_delay=0.3)
+    env = await make_environment(runtime)
+    flaky = await runtime.tasks.deploy(inputs.Deploy(env.id, "1", options=fail("apply", 2)))
+    later = await runtime.tasks.deploy(inputs.Deploy(env.id, "2"))
+    assert flaky.value is not None and later.value is not None
+    flaky_task, later_task = await wait_final(runtime, [flaky.value.id, later.value.id])
+    by_id = {t.id: t for t in (flaky_task, later_task)}
+    assert by_id[flaky.value.id].status == TaskStatus.COMPLETED
+    assert by_id[flaky.value.id].attempt == 3
+    kinds = [e.kind for e in await events_of(runtime, flaky.value.id)]
+    assert kinds.count(EventKind.RETRY_SCHEDULED) == 2 and kinds.count(EventKind.STARTED) == 3
+    flaky_done = await first(runtime, flaky.value.id, EventKind.COMPLETED)
+    later_started = await first(runtime, later.value.id, EventKind.STARTED)
+    assert later_started.at >= flaky_done.at, "a later task overtook a task waiting out its backoff"
+
+
+async def test_dead_lettering_releases_the_entity(runtime: Runtime) -> None:
+    env = await make_environment(runtime)
+    doomed = await runtime.tasks.deploy(inputs.Deploy(env.id, "bad", options=fail("apply")))
+    after = await runtime.tasks.deploy(inputs.Deploy(env.id, "good"))
+    assert doomed.value is not None and after.value is not None
+    tasks = {t.id: t for t in await wait_final(runtime, [doomed.value.id, after.value.id])}
+    dead = tasks[doomed.value.id]
+    assert dead.status == TaskStatus.FAILED and dead.dead_lettered and dead.attempt == 3
+    assert dead.error is not None and "apply" in dead.error
+    assert tasks[after.value.id].status == TaskStatus.COMPLETED
+
+
+async def test_permanent_failure_is_not_retried(runtime: Runtime) -> None:
+    env = await make_environment(runtime)
+    result = await runtime.tasks.deploy(
+        inputs.Deploy(env.id, "x", options=fail("plan", permanent=True))
+    )
+    assert result.value is not None
+    [task] = await wait_final(runtime, [result.value.id])
+    assert task.status == TaskStatus.FAILED and task.attempt == 1 and task.dead_lettered
+
+
+async def test_retry_task_goes_to_the_back_with_a_fresh_plan(runtime: Runtime) -> None:
+    env = await make_environment(runtime)
+    doomed = await runtime.tasks.deploy(inputs.Deploy(env.id, "bad", options=fail("verify", 3)))
+    assert doomed.value is not None
+    await wait_final(runtime, [doomed.value.id])
+    retried = await runtime.tasks.retry(doomed.value.id)
+    assert retried.ok and retried.value is not None
+    assert retried.value.status == TaskStatus.QUEUED and retried.value.attempt == 1
+    assert all(s["status"] == StepStatus.PENDING for s in retried.value.steps)
+    assert not retried.value.dead_lettered
+    [task] = await wait_final(runtime, [doomed.value.id])
+    # failAttempts=3 counts attempts; the fresh attempt 1 fails again, proving attempt reset.
+    assert task.status == TaskStatus.FAILED
+    again = await runtime.tasks.retry(task.id)
+    assert again.ok
+    not_retryable = await runtime.tasks.retry(doomed.value.id)
+    assert [e.code for e in not_retryable.user_errors] == ["NOT_RETRYABLE"]
+
+
+async def test_cancel_queued_task_never_starts(runtime_factory: Any) -> None:
+    runtime: Runtime = await runtime_factory(step_delay=0.2)
+    env = await make_environment(runtime)
+    running = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
+    queued = await runtime.tasks.deploy(inputs.Deploy(env.id, "2"))
+    after = await runtime.tasks.deploy(inputs.Deploy(env.id, "3"))
+    assert running.value and queued.value and after.value
+    cancelled = await runtime.tasks.cancel(queued.value.id)
+    assert cancelled.ok and cancelled.value is not None
+    assert cancelled.value.status == TaskStatus.CANCELLED
+    tasks = {t.id: t for t in await wait_final(runtime, [running.value.id, after.value.id])}
+    assert all(t.status == TaskStatus.COMPLETED for t in tasks.values())
+    kinds = [e.kind for e in await events_of(runtime, queued.value.id)]
+    assert kinds == [EventKind.QUEUED, EventKind.CANCELLED]
+    again = await runtime.tasks.cancel(queued.value.id)
+    assert [e.code for e in again.user_errors] == ["NOT_CANCELLABLE"]
+
+
+async def test_cancel_running_task_stops_inside_the_step(runtime_factory: Any) -> None:
+    runtime: Runtime = await runtime_factory(step_delay=30.0)
+    env = await make_environment(runtime)
+    slow = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
+    nxt = await runtime.tasks.deploy(inputs.Deploy(env.id, "2"))
+    assert slow.value and nxt.value
+    async with runtime.hub.subscribe(lambda e: e.task_id == slow.value.id) as sub:  # type: ignore[union-attr]
+        async for event in sub:
+            if event.kind == EventKind.STEP_STARTED:
+                break
+    result = await runtime.tasks.cancel(slow.value.id)
+    assert result.ok
+    [task] = await wait_final(runtime, [slow.value.id], timeout=10)
+    assert task.status == TaskStatus.CANCELLED
+    assert all(s["status"] == StepStatus.SKIPPED for s in task.steps)
+    # The entity moves on: the next task starts (its 30 s steps are cancelled in turn).
+    async with runtime.hub.subscribe(lambda e: e.task_id == nxt.value.id) as sub:  # type: ignore[union-attr]
+        async with runtime.db.read() as session:
+            status = (await session.get(Task, nxt.value.id)).status  # type: ignore[union-attr]
+        if status == TaskStatus.QUEUED:
+            async for event in sub:
+                if event.kind == EventKind.STARTED:
+                    break
+    assert (await runtime.tasks.cancel(nxt.value.id)).ok
+    await wait_final(runtime, [nxt.value.id], timeout=10)
