@@ -47,6 +47,21 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_schema(settings: Settings, args: argparse.Namespace) -> int:
+    from strawberry.printer import print_schema
+
+    from cloudops.graphql.schema import build_schema
+
+    text = print_schema(build_schema(settings)) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudops",
@@ -77,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply every pending Alembic migration and exit.",
     )
     mig.set_defaults(run=_migrate)
+
+    export = commands.add_parser(
+        "export-schema",
+        help="write the GraphQL schema (SDL) that the code serves",
+        description="Print the schema the server serves, as SDL. The repository's "
+        "schema.graphql is this output; tests fail when it is stale.",
+    )
+    export.add_argument(
+        "--output", "-o", default="-", help="file to write (default: standard output)"
+    )
+    export.set_defaults(run=_export_schema)
     return parser
 
 

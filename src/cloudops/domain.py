@@ -81,3 +81,15 @@ class DatabaseEngine(StrEnum):
 class ArtifactKind(StrEnum):
     DEPLOYMENT_PLAN = "deployment_plan"
     DB_BACKUP = "db_backup"
+
+
+class Role(StrEnum):
+    """What a viewer may do: VIEWER reads, OPERATOR also runs tasks, ADMIN also configures."""
+
+    VIEWER = "VIEWER"
+    OPERATOR = "OPERATOR"
+    ADMIN = "ADMIN"
+
+    def allows(self, needed: Role) -> bool:
+        order = [Role.VIEWER, Role.OPERATOR, Role.ADMIN]
+        return order.index(self) >= order.index(needed)

@@ -50,7 +50,9 @@ class Runtime:
         if settings.bus is not BusKind.MEMORY:
             raise NotImplementedError("CLOUDOPS_BUS=postgres is not available yet; use memory")
         db = Database(settings.database_url)
-        hub = EventHub(create_broadcast(settings.broadcast_url))
+        hub = EventHub(
+            create_broadcast(settings.broadcast_url), buffer_size=settings.subscriber_buffer
+        )
         bus = InMemorySessionBus()
         journal = Journal(db, hub)
         artifacts = LocalArtifactStore(settings.data_dir)

@@ -50,6 +50,22 @@ class Settings(BaseSettings):
     #: How often the sandbox reaper looks for expired sandboxes, in seconds.
     reaper_interval: Annotated[float, Field(gt=0, le=86400)] = 5.0
     log_level: str = "INFO"
+    #: Accept the legacy ``graphql-ws`` WebSocket subprotocol besides graphql-transport-ws.
+    ws_legacy_protocol: bool = False
+    #: Seconds a WebSocket client has to send connection_init before it is closed (4408).
+    ws_init_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    ws_max_subscriptions: Annotated[int, Field(ge=1, le=1000)] = 50
+    #: Origins allowed to open a WebSocket from a browser (comma separated); same-origin
+    #: pages are always allowed.
+    allowed_origins: str = ""
+    #: Largest GraphQL request body accepted, in bytes.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    #: Events a subscriber may fall behind before its stream is ended (it can resume).
+    subscriber_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    #: Query hardening.
+    max_query_depth: Annotated[int, Field(ge=2, le=100)] = 12
+    max_aliases: Annotated[int, Field(ge=1, le=1000)] = 30
+    max_tokens: Annotated[int, Field(ge=100, le=100_000)] = 5000
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,1 @@
+"""The GraphQL layer: the public contract (../shared/api-contract.graphql) in Strawberry."""

@@ -1,0 +1,374 @@
+"""The contract's object types. Rows come from the database or, for events, from the
+broadcast record, so rendering a live event needs no query."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from cloudops.db import models
+from cloudops.domain import TaskStatus as DomainStatus
+from cloudops.events.records import ArtifactRecord, EventRecord
+from cloudops.graphql.enums import (
+    EnvironmentType,
+    Role,
+    StepStatus,
+    TaskEventKind,
+    TaskStatus,
+    TaskType,
+)
+
+if TYPE_CHECKING:
+    from cloudops.graphql.connections import TaskConnection, TaskFilter
+
+Info = strawberry.Info[Any, None]
+
+TaskConnectionRef = Annotated["TaskConnection", strawberry.lazy("cloudops.graphql.connections")]
+TaskFilterRef = Annotated["TaskFilter", strawberry.lazy("cloudops.graphql.connections")]
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class TaskStep:
+    index: int = strawberry.field(description="0-based position in the task's plan.")
+    name: str
+    status: StepStatus
+    progress: float = strawberry.field(description="0.0 to 1.0 within this step.")
+    message: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TaskStep:
+        return cls(
+            index=state["index"],
+            name=state["name"],
+            status=StepStatus(state["status"]),
+            progress=float(state["progress"]),
+            message=state.get("message"),
+            started_at=_parse(state.get("startedAt")),
+            finished_at=_parse(state.get("finishedAt")),
+        )
+
+
+@strawberry.type
+class Artifact:
+    id: strawberry.ID
+    kind: str = strawberry.field(
+        description=(
+            "deployment_plan (written by DEPLOYMENT) or db_backup (written by DB_BACKUP); "
+            "more kinds may be added."
+        )
+    )
+    path: str = strawberry.field(
+        description=(
+            "Path relative to the data directory, e.g. artifacts/<taskId>/plan.json or "
+            "backups/<engine>/<instanceId>/<file>."
+        )
+    )
+    size_bytes: int
+    sha256: str = strawberry.field(description="Hex SHA-256 of the stored bytes.")
+    created_at: datetime
+    task_id: strawberry.ID = strawberry.field(description="The task that produced it.")
+
+    @strawberry.field(
+        description=(
+            "HTTP path on this server that returns the bytes (same authorization as queries)."
+        )
+    )
+    def url(self) -> str:
+        return f"/artifacts/{self.id}"
+
+    @classmethod
+    def from_row(cls, row: models.Artifact | ArtifactRecord) -> Artifact:
+        return cls(
+            id=strawberry.ID(row.id),
+            kind=row.kind,
+            path=row.path,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            created_at=row.created_at,
+            task_id=strawberry.ID(row.task_id),
+        )
+
+
+@strawberry.type
+class TaskEvent:
+    id: strawberry.ID
+    task_id: strawberry.ID
+    sequence: int = strawberry.field(
+        description="1, 2, 3, ... per task, no gaps, in the order things happened."
+    )
+    kind: TaskEventKind
+    at: datetime
+    status: TaskStatus = strawberry.field(
+        description=(
+            "The task's status and progress right after this event (no extra query needed)."
+        )
+    )
+    progress: float
+    entity_id: str
+    type: TaskType
+    step: TaskStep | None = strawberry.field(
+        description=(
+            "The step this event is about, as it is right after the event (STEP_* and LOG events)."
+        )
+    )
+    message: str | None
+    artifact: Artifact | None
+
+    @classmethod
+    def from_record(cls, record: EventRecord) -> TaskEvent:
+        return cls(
+            id=strawberry.ID(record.id),
+            task_id=strawberry.ID(record.task_id),
+            sequence=record.sequence,
+            kind=TaskEventKind(record.kind),
+            at=record.at,
+            status=TaskStatus(record.status),
+            progress=record.progress,
+            entity_id=record.entity_id,
+            type=TaskType(record.type),
+            step=TaskStep.from_state(record.step) if record.step else None,
+            message=record.message,
+            artifact=Artifact.from_row(record.artifact) if record.artifact else None,
+        )
+
+
+@strawberry.type
+class Task:
+    id: strawberry.ID
+    type: TaskType
+    status: TaskStatus
+    entity_id: str = strawberry.field(
+        description=(
+            "The session key: tasks with the same entityId run one at a time, in the order they "
+            "were queued."
+        )
+    )
+    correlation_id: str | None
+    idempotency_key: str | None
+    attempt: int = strawberry.field(description="1 on the first run, +1 on every retry.")
+    max_attempts: int
+    run_after: datetime | None = strawberry.field(
+        description=("Earliest time a queued task may start (set by retry backoff); null = now.")
+    )
+    progress: float = strawberry.field(
+        description="0.0 to 1.0 over all steps; exactly 1.0 once COMPLETED."
+    )
+    steps: list[TaskStep]
+    input: JSON = strawberry.field(
+        description="The validated input of the mutation that created the task."
+    )
+    metadata: JSON
+    error: str | None = strawberry.field(description="Last error message, if any attempt failed.")
+    dead_lettered: bool
+    cancel_requested: bool = strawberry.field(
+        description=(
+            "A cancel was asked for while the task was RUNNING; it stops at the next step boundary."
+        )
+    )
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    row: strawberry.Private[models.Task]
+
+    @classmethod
+    def from_row(cls, row: models.Task) -> Task:
+        return cls(
+            id=strawberry.ID(row.id),
+            type=TaskType(row.type),
+            status=TaskStatus(row.status),
+            entity_id=row.entity_id,
+            correlation_id=row.correlation_id,
+            idempotency_key=row.idempotency_key,
+            attempt=row.attempt,
+            max_attempts=row.max_attempts,
+            run_after=row.run_after,
+            progress=row.progress,
+            steps=[TaskStep.from_state(s) for s in row.steps],
+            input=JSON(row.input),
+            metadata=JSON(row.meta),
+            error=row.error,
+            dead_lettered=row.dead_lettered,
+            cancel_requested=row.cancel_requested,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            row=row,
+        )
+
+    @strawberry.field(
+        description=(
+            "For a QUEUED task: how many tasks of the same entityId are ahead of it (0 = next). "
+            "Null otherwise."
+        )
+    )
+    async def queue_position(self, info: Info) -> int | None:
+        if self.row.status != DomainStatus.QUEUED:
+            return None
+        position: int = await info.context.loaders.queue_position.load(
+            (self.row.entity_id, self.row.queue_seq)
+        )
+        return position
+
+    @strawberry.field
+    async def project(self, info: Info) -> Project | None:
+        if self.row.project_id is None:
+            return None
+        row = await info.context.loaders.project.load(self.row.project_id)
+        return Project.from_row(row) if row else None
+
+    @strawberry.field
+    async def environment(self, info: Info) -> Environment | None:
+        if self.row.environment_id is None:
+            return None
+        row = await info.context.loaders.environment.load(self.row.environment_id)
+        return Environment.from_row(row) if row else None
+
+    @strawberry.field
+    async def artifacts(self, info: Info) -> list[Artifact]:
+        rows = await info.context.loaders.artifacts_of_task.load(self.row.id)
+        return [Artifact.from_row(r) for r in rows]
+
+    @strawberry.field(description="Stored events of this task, oldest first.")
+    async def events(
+        self, info: Info, after_sequence: int | None = 0, first: int | None = 100
+    ) -> list[TaskEvent]:
+        from cloudops.graphql.pagination import page_size
+        from cloudops.graphql.replay import stored_events
+
+        records = await stored_events(
+            info.context.runtime.db, self.row.id, after_sequence or 0, limit=page_size(first)
+        )
+        return [TaskEvent.from_record(r) for r in records]
+
+
+@strawberry.type
+class Environment:
+    id: strawberry.ID
+    name: str
+    type: EnvironmentType
+    ttl_minutes: int | None
+    expires_at: datetime | None
+    expired: bool
+    current_version: str | None = strawberry.field(
+        description="Version of the last COMPLETED deployment, null if none."
+    )
+    created_at: datetime
+    row: strawberry.Private[models.Environment]
+
+    @classmethod
+    def from_row(cls, row: models.Environment) -> Environment:
+        return cls(
+            id=strawberry.ID(row.id),
+            name=row.name,
+            type=EnvironmentType(row.type),
+            ttl_minutes=row.ttl_minutes,
+            expires_at=row.expires_at,
+            expired=row.expired,
+            current_version=row.current_version,
+            created_at=row.created_at,
+            row=row,
+        )
+
+    @strawberry.field
+    async def project(self, info: Info) -> Project:
+        row = await info.context.loaders.project.load(self.row.project_id)
+        return Project.from_row(row)
+
+    @strawberry.field
+    async def tasks(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> TaskConnectionRef:
+        from cloudops.graphql.connections import task_connection
+
+        return await task_connection(
+            info, first, after, None, [models.Task.environment_id == self.row.id]
+        )
+
+
+@strawberry.type
+class Project:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    teams_webhook_url: str | None
+    email_recipients: list[str]
+    created_at: datetime
+    row: strawberry.Private[models.Project]
+
+    @classmethod
+    def from_row(cls, row: models.Project) -> Project:
+        return cls(
+            id=strawberry.ID(row.id),
+            name=row.name,
+            description=row.description,
+            teams_webhook_url=row.teams_webhook_url,
+            email_recipients=list(row.email_recipients or []),
+            created_at=row.created_at,
+            row=row,
+        )
+
+    @strawberry.field
+    async def environments(self, info: Info) -> list[Environment]:
+        rows = await info.context.loaders.environments_of_project.load(self.row.id)
+        return [Environment.from_row(r) for r in rows]
+
+    @strawberry.field
+    async def tasks(
+        self,
+        info: Info,
+        first: int | None = 20,
+        after: str | None = None,
+        filter: TaskFilterRef | None = None,
+    ) -> TaskConnectionRef:
+        from cloudops.graphql.connections import task_connection
+
+        return await task_connection(
+            info, first, after, filter, [models.Task.project_id == self.row.id]
+        )
+
+
+@strawberry.type
+class Health:
+    status: str = strawberry.field(description="ok, or degraded when a dependency check fails.")
+    version: str
+    database: bool
+    bus: str = strawberry.field(
+        description="Name of the bus backend in use, e.g. memory or postgres."
+    )
+    broadcast: str = strawberry.field(
+        description="Name of the broadcast backend in use, e.g. memory or redis."
+    )
+    queued_tasks: int
+    running_tasks: int
+
+
+@strawberry.type
+class Viewer:
+    id: strawberry.ID
+    name: str
+    role: Role
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+async def load_task(info: Info, task_id: str) -> models.Task | None:
+    async with info.context.runtime.db.read() as session:
+        row: models.Task | None = await session.get(models.Task, task_id)
+    if row is None or row.organization_id != info.context.viewer.organization_id:
+        return None
+    return row
