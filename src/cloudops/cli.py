@@ -24,6 +24,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         log_config=None,
         lifespan="on",
+        ws="websockets-sansio",
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
     server = uvicorn.Server(config)

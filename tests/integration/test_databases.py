@@ -20,13 +20,17 @@ async def backup(runtime: Runtime, engine: str, instance: str) -> Artifact:
     [task] = await wait_final(runtime, [result.value.id])
     assert task.status == TaskStatus.COMPLETED, task.error
     async with runtime.db.read() as session:
-        return (await session.execute(select(Artifact).where(Artifact.task_id == task.id))).scalar_one()
+        return (
+            await session.execute(select(Artifact).where(Artifact.task_id == task.id))
+        ).scalar_one()
 
 
 async def test_backup_then_restore(runtime: Runtime) -> None:
     artifact = await backup(runtime, "POSTGRES", "orders-1")
     assert artifact.kind == "db_backup"
-    assert artifact.path.startswith("backups/postgres/orders-1/") and artifact.path.endswith(".dump")
+    assert artifact.path.startswith("backups/postgres/orders-1/") and artifact.path.endswith(
+        ".dump"
+    )
     restore = await runtime.tasks.restore_database(
         inputs.RestoreDatabase("POSTGRES", "orders-1", artifact.id)
     )
@@ -48,12 +52,16 @@ async def test_restore_refuses_a_corrupted_backup(runtime: Runtime) -> None:
     artifact = await backup(runtime, "MYSQL", "crm")
     path = runtime.settings.data_dir / artifact.path
     # Accepted while intact...
-    accepted = await runtime.tasks.restore_database(inputs.RestoreDatabase("MYSQL", "crm", artifact.id))
+    accepted = await runtime.tasks.restore_database(
+        inputs.RestoreDatabase("MYSQL", "crm", artifact.id)
+    )
     assert accepted.value is not None
     await wait_final(runtime, [accepted.value.id])
     # ...refused at once after a byte changes.
     path.write_bytes(path.read_bytes()[:-1] + b"!")
-    refused = await runtime.tasks.restore_database(inputs.RestoreDatabase("MYSQL", "crm", artifact.id))
+    refused = await runtime.tasks.restore_database(
+        inputs.RestoreDatabase("MYSQL", "crm", artifact.id)
+    )
     assert refused.value is None
     assert "sha256" in refused.user_errors[0].message
 
@@ -64,7 +72,9 @@ async def test_restore_step_fails_without_retry_when_backup_rots_after_queueing(
     runtime: Runtime = await runtime_factory(step_delay=0.3)  # type: ignore[operator]
     artifact = await backup(runtime, "SQLSERVER", "erp")
     blocker = await runtime.tasks.backup_database(inputs.BackupDatabase("SQLSERVER", "erp"))
-    restore = await runtime.tasks.restore_database(inputs.RestoreDatabase("SQLSERVER", "erp", artifact.id))
+    restore = await runtime.tasks.restore_database(
+        inputs.RestoreDatabase("SQLSERVER", "erp", artifact.id)
+    )
     assert blocker.value is not None and restore.value is not None
     (runtime.settings.data_dir / artifact.path).write_bytes(b"rotten")
     tasks = {t.id: t for t in await wait_final(runtime, [blocker.value.id, restore.value.id])}

@@ -19,7 +19,8 @@ async def expire_now(runtime: Runtime, env_id: str) -> None:
     """Move expiresAt into the past (the smallest TTL is one minute)."""
     async with runtime.db.write() as session:
         await session.execute(
-            update(Environment).where(Environment.id == env_id)
+            update(Environment)
+            .where(Environment.id == env_id)
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
 
@@ -39,8 +40,15 @@ async def test_reaper_tears_an_expired_sandbox_down_once(runtime_factory: Any) -
 
     restarted: Runtime = await runtime_factory(reaper_interval=0.05)
     async with restarted.db.read() as session:
-        tasks = (await session.execute(select(Task).where(Task.entity_id == env_id)
-                                       .order_by(Task.queue_seq))).scalars().all()
+        tasks = (
+            (
+                await session.execute(
+                    select(Task).where(Task.entity_id == env_id).order_by(Task.queue_seq)
+                )
+            )
+            .scalars()
+            .all()
+        )
         env = await session.get(Environment, env_id)
     assert env is not None and env.expired
     assert [t.input.get("action") for t in tasks] == ["provision", "teardown"]
@@ -57,4 +65,6 @@ async def test_deploy_to_an_expired_sandbox_is_refused(runtime: Runtime) -> None
     await expire_now(runtime, created.value.entity_id)
     await runtime.tasks.reap_expired_sandboxes()
     refused = await runtime.tasks.deploy(inputs.Deploy(created.value.entity_id, "1"))
-    assert [(e.field, e.code) for e in refused.user_errors] == [(["input", "environmentId"], "CONFLICT")]
+    assert [(e.field, e.code) for e in refused.user_errors] == [
+        (["input", "environmentId"], "CONFLICT")
+    ]

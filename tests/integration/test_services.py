@@ -19,8 +19,10 @@ LONG = "x" * 300
 async def counts(runtime: Runtime) -> tuple[int, ...]:
     async with runtime.db.read() as session:
         return tuple(
-            [await session.scalar(select(func.count()).select_from(model)) or 0
-             for model in (Project, Environment, Task, TaskEvent)]
+            [
+                await session.scalar(select(func.count()).select_from(model)) or 0
+                for model in (Project, Environment, Task, TaskEvent)
+            ]
         )
 
 
@@ -29,28 +31,61 @@ BAD_TASK_INPUTS: list[tuple[str, Any, list[str]]] = [
     ("deploy", lambda env: inputs.Deploy(env, "1.0 beta"), ["input", "version"]),
     ("deploy", lambda env: inputs.Deploy(env, "v" * 129), ["input", "version"]),
     ("deploy", lambda env: inputs.Deploy("no-such-env", "1"), ["input", "environmentId"]),
-    ("deploy", lambda env: inputs.Deploy(env, "1", options=inputs.TaskOptions(idempotency_key="")),
-     ["input", "idempotencyKey"]),
-    ("deploy", lambda env: inputs.Deploy(env, "1", options=inputs.TaskOptions(metadata=[1])),
-     ["input", "metadata"]),
-    ("deploy", lambda env: inputs.Deploy(
-        env, "1", options=inputs.TaskOptions(metadata={"blob": "y" * 17000})), ["input", "metadata"]),
+    (
+        "deploy",
+        lambda env: inputs.Deploy(env, "1", options=inputs.TaskOptions(idempotency_key="")),
+        ["input", "idempotencyKey"],
+    ),
+    (
+        "deploy",
+        lambda env: inputs.Deploy(env, "1", options=inputs.TaskOptions(metadata=[1])),
+        ["input", "metadata"],
+    ),
+    (
+        "deploy",
+        lambda env: inputs.Deploy(
+            env, "1", options=inputs.TaskOptions(metadata={"blob": "y" * 17000})
+        ),
+        ["input", "metadata"],
+    ),
     ("backup_database", lambda env: inputs.BackupDatabase("ORACLE", "db1"), ["input", "engine"]),
-    ("backup_database", lambda env: inputs.BackupDatabase("POSTGRES", "a/b"),
-     ["input", "instanceId"]),
-    ("backup_database", lambda env: inputs.BackupDatabase("POSTGRES", "'; DROP TABLE tasks;--"),
-     ["input", "instanceId"]),
-    ("restore_database", lambda env: inputs.RestoreDatabase("POSTGRES", "db1", "nope"),
-     ["input", "artifactId"]),
-    ("restart_workload", lambda env: inputs.RestartWorkload("Default", "web"),
-     ["input", "namespace"]),
+    (
+        "backup_database",
+        lambda env: inputs.BackupDatabase("POSTGRES", "a/b"),
+        ["input", "instanceId"],
+    ),
+    (
+        "backup_database",
+        lambda env: inputs.BackupDatabase("POSTGRES", "'; DROP TABLE tasks;--"),
+        ["input", "instanceId"],
+    ),
+    (
+        "restore_database",
+        lambda env: inputs.RestoreDatabase("POSTGRES", "db1", "nope"),
+        ["input", "artifactId"],
+    ),
+    (
+        "restart_workload",
+        lambda env: inputs.RestartWorkload("Default", "web"),
+        ["input", "namespace"],
+    ),
     ("restart_workload", lambda env: inputs.RestartWorkload("default", "-web"), ["input", "name"]),
-    ("restart_workload", lambda env: inputs.RestartWorkload("default", "w" * 64), ["input", "name"]),
-    ("create_sandbox", lambda env: inputs.CreateSandbox("no-such-project", "pr-1", 60),
-     ["input", "projectId"]),
+    (
+        "restart_workload",
+        lambda env: inputs.RestartWorkload("default", "w" * 64),
+        ["input", "name"],
+    ),
+    (
+        "create_sandbox",
+        lambda env: inputs.CreateSandbox("no-such-project", "pr-1", 60),
+        ["input", "projectId"],
+    ),
     ("create_sandbox", lambda env: inputs.CreateSandbox("p", "pr-1", 0), ["input", "ttlMinutes"]),
-    ("create_sandbox", lambda env: inputs.CreateSandbox("p", "pr-1", 10081),
-     ["input", "ttlMinutes"]),
+    (
+        "create_sandbox",
+        lambda env: inputs.CreateSandbox("p", "pr-1", 10081),
+        ["input", "ttlMinutes"],
+    ),
     ("create_sandbox", lambda env: inputs.CreateSandbox("p", "PR_1", 60), ["input", "name"]),
 ]
 
@@ -75,14 +110,22 @@ async def test_invariant_6_bad_input_is_refused_and_writes_nothing(
         (inputs.CreateProject(name=""), ["input", "name"], "INVALID_INPUT"),
         (inputs.CreateProject(name="   "), ["input", "name"], "INVALID_INPUT"),
         (inputs.CreateProject(name=LONG), ["input", "name"], "INVALID_INPUT"),
-        (inputs.CreateProject(name="ok", teams_webhook_url="http://x"),
-         ["input", "teamsWebhookUrl"], "INVALID_INPUT"),
-        (inputs.CreateProject(name="ok", email_recipients=["a@b.io", "nope"]),
-         ["input", "emailRecipients", "1"], "INVALID_INPUT"),
+        (
+            inputs.CreateProject(name="ok", teams_webhook_url="http://x"),
+            ["input", "teamsWebhookUrl"],
+            "INVALID_INPUT",
+        ),
+        (
+            inputs.CreateProject(name="ok", email_recipients=["a@b.io", "nope"]),
+            ["input", "emailRecipients", "1"],
+            "INVALID_INPUT",
+        ),
         (inputs.CreateProject(name="dup"), ["input", "name"], "CONFLICT"),
     ],
 )
-async def test_project_input_rules(runtime: Runtime, data: Any, field: list[str], code: str) -> None:
+async def test_project_input_rules(
+    runtime: Runtime, data: Any, field: list[str], code: str
+) -> None:
     await make_project(runtime, "dup")
     before = await counts(runtime)
     result = await runtime.projects.create_project(data)
@@ -92,7 +135,9 @@ async def test_project_input_rules(runtime: Runtime, data: Any, field: list[str]
 
 async def test_environment_rules(runtime: Runtime) -> None:
     project = await make_project(runtime)
-    ok = await runtime.projects.create_environment(inputs.CreateEnvironment(project.id, "dev", "DEV"))
+    ok = await runtime.projects.create_environment(
+        inputs.CreateEnvironment(project.id, "dev", "DEV")
+    )
     assert ok.ok
     before = await counts(runtime)
     for data, field, code in [
@@ -147,7 +192,9 @@ async def test_entity_ids_follow_the_contract(runtime: Runtime) -> None:
     tasks = [r.value for r in results]
     assert all(t is not None for t in tasks)
     assert [t.entity_id for t in tasks[:3]] == [  # type: ignore[union-attr]
-        env.id, "db:postgres:orders-1", "k8s:shop/web"
+        env.id,
+        "db:postgres:orders-1",
+        "k8s:shop/web",
     ]
     sandbox_task = tasks[3]
     assert sandbox_task is not None

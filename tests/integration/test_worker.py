@@ -40,11 +40,15 @@ async def test_deployment_runs_every_step_and_sets_current_version(runtime: Runt
     assert stored is not None and stored.sha256 == artifact.sha256
 
 
-async def test_invariant_3_event_sequences_are_gapless_and_match_broadcast(runtime: Runtime) -> None:
+async def test_invariant_3_event_sequences_are_gapless_and_match_broadcast(
+    runtime: Runtime,
+) -> None:
     env = await make_environment(runtime)
     seen: list[Any] = []
     async with runtime.hub.subscribe(lambda e: True) as sub:
-        result = await runtime.tasks.deploy(inputs.Deploy(env.id, "2.0.0", options=fail("apply", 1)))
+        result = await runtime.tasks.deploy(
+            inputs.Deploy(env.id, "2.0.0", options=fail("apply", 1))
+        )
         assert result.value is not None
         async for event in sub:
             seen.append(event)
@@ -60,7 +64,11 @@ async def test_invariant_3_event_sequences_are_gapless_and_match_broadcast(runti
 async def test_invariant_4_task_state_equals_its_last_event(runtime: Runtime) -> None:
     env = await make_environment(runtime)
     ids = []
-    for version, options in [("1", inputs.TaskOptions()), ("2", fail("verify")), ("3", fail("plan", 1))]:
+    for version, options in [
+        ("1", inputs.TaskOptions()),
+        ("2", fail("verify")),
+        ("3", fail("plan", 1)),
+    ]:
         result = await runtime.tasks.deploy(inputs.Deploy(env.id, version, options=options))
         assert result.value is not None
         ids.append(result.value.id)

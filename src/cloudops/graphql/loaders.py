@@ -70,6 +70,6 @@ class Loaders:
                     Task.entity_id.in_(entities), Task.status == TaskStatus.QUEUED.value
                 )
             )
-            for entity, seq in rows.tuples():
+            for entity, seq in rows:
                 queued[entity].append(seq)
         return [sum(1 for seq in queued[entity] if seq < mine) for entity, mine in keys]

@@ -37,7 +37,7 @@ async def stored_events(
     if limit is not None:
         stmt = stmt.limit(limit)
     async with db.read() as session:
-        rows = (await session.execute(stmt)).tuples().all()
+        rows = (await session.execute(stmt)).all()
     return [EventRecord.from_row(event, artifact) for event, artifact in rows]
 
 

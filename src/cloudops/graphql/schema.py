@@ -75,7 +75,7 @@ class Query:
                     )
                     .group_by(models.Task.status)
                 )
-                counts = dict(rows.tuples().all())
+                counts = {status: count for status, count in rows}
         return Health(
             status="ok" if database else "degraded",
             version=__version__,

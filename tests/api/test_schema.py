@@ -1,0 +1,95 @@
+"""The exported schema: fresh, a superset of the contract, and cheap to query in lists."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from graphql import build_schema, find_breaking_changes, find_dangerous_changes
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from strawberry.printer import print_schema
+
+from cloudops.graphql.schema import build_schema as build_strawberry_schema
+from cloudops.services import inputs
+from cloudops.settings import Settings
+from tests.api.conftest import LiveServer, project_and_environment
+from tests.conftest import wait_final
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT = ROOT.parent / "shared" / "api-contract.graphql"
+
+
+def exported() -> str:
+    return print_schema(build_strawberry_schema(Settings(_env_file=None))) + "\n"
+
+
+def test_schema_graphql_is_not_stale() -> None:
+    on_disk = (ROOT / "schema.graphql").read_text()
+    assert on_disk == exported(), (
+        "schema.graphql is stale: run `cloudops export-schema -o schema.graphql`"
+    )
+
+
+def test_export_schema_command_prints_the_served_schema() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudops.cli", "export-schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout == exported()
+
+
+def test_schema_is_a_superset_of_the_contract() -> None:
+    contract = build_schema(CONTRACT.read_text())
+    ours = build_schema(exported())
+    assert [c.description for c in find_breaking_changes(contract, ours)] == []
+    assert [c.description for c in find_dangerous_changes(contract, ours)] == []
+
+
+TASK_LIST = """
+query { tasks(first: 50) { totalCount edges { node {
+  id status steps { name status } project { id name } environment { id name currentVersion }
+  artifacts { id path sha256 } queuePosition } } } }
+"""
+
+
+async def count_statements(live: LiveServer, query: str) -> int:
+    statements: list[str] = []
+
+    def record(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sync_engine = live.runtime.db.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        body = await live.execute(query)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert "errors" not in body, body
+    return len(statements)
+
+
+async def test_nested_fields_of_a_task_list_cost_a_constant_number_of_queries(
+    server: LiveServer,
+) -> None:
+    _, env_id = await project_and_environment(server)
+    ids = []
+    for i in range(5):
+        result = await server.runtime.tasks.deploy(inputs.Deploy(env_id, f"v{i}"))
+        assert result.value is not None
+        ids.append(result.value.id)
+    await wait_final(server.runtime, ids)
+    few = await count_statements(server, TASK_LIST)
+    for i in range(5, 50):
+        result = await server.runtime.tasks.deploy(inputs.Deploy(env_id, f"v{i}"))
+        assert result.value is not None
+        ids.append(result.value.id)
+    await wait_final(server.runtime, ids)
+    many = await count_statements(server, TASK_LIST)
+    assert many == few, f"{few} statements for 5 tasks but {many} for 50"
+    assert many <= 12

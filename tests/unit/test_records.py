@@ -1,0 +1,49 @@
+"""The event record survives the broadcast round trip unchanged (stored == broadcast)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cloudops.domain import EventKind, TaskStatus, TaskType
+from cloudops.events.records import ArtifactRecord, EventRecord
+
+
+def test_event_record_round_trips_through_json() -> None:
+    at = datetime(2026, 11, 27, 12, 0, 1, 123456, tzinfo=UTC)
+    record = EventRecord(
+        id="e1",
+        task_id="t1",
+        sequence=7,
+        kind=EventKind.ARTIFACT,
+        at=at,
+        status=TaskStatus.RUNNING,
+        progress=0.375,
+        entity_id="env-1",
+        type=TaskType.DEPLOYMENT,
+        project_id="p1",
+        step={"index": 1, "name": "plan", "status": "RUNNING"},
+        message="deployment_plan artifacts/t1/plan.json (12 bytes)",
+        artifact=ArtifactRecord(
+            "a1", "t1", "deployment_plan", "artifacts/t1/plan.json", 12, "ab" * 32, at
+        ),
+    )
+    assert EventRecord.from_json(record.to_json()) == record
+
+
+def test_record_without_step_or_artifact() -> None:
+    record = EventRecord(
+        "e",
+        "t",
+        1,
+        EventKind.QUEUED,
+        datetime.now(UTC),
+        TaskStatus.QUEUED,
+        0.0,
+        "k8s:a/b",
+        TaskType.RESTART_WORKLOAD,
+        None,
+        None,
+        None,
+        None,
+    )
+    assert EventRecord.from_json(record.to_json()) == record
