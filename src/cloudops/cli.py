@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from cloudops import __version__
@@ -28,6 +29,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it shut down on once it is done; a graceful stop on
+    # SIGTERM should still end with exit code 0, so that re-raise must find a no-op handler.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run()
     return 0 if server.started else 1
 

@@ -130,6 +130,17 @@ class Worker:
             task = await session.get(Task, task_id)
         if task is None or task.status != TaskStatus.QUEUED:
             return AttemptResult(Outcome.SKIPPED)
+        attempt = Attempt(
+            journal=self.journal,
+            handler=self.registry.get(task.type),
+            services=self.services,
+            task=task_view(task),
+            steps=[dict(s) for s in task.steps],
+            retry_base_delay=self.retry_base_delay,
+        )
+        # Registered before STARTED commits, so a shutdown at any point after the commit
+        # finds the attempt and interrupts it (before the commit its guard simply fails).
+        self._attempts[task_id] = attempt
         now = utcnow()
         async with self.journal.transaction() as txn:
             started = await txn.append(
@@ -150,13 +161,4 @@ class Worker:
             "task started",
             extra={"action": "task_started", "task_id": task_id, "attempt": task.attempt},
         )
-        attempt = Attempt(
-            journal=self.journal,
-            handler=self.registry.get(task.type),
-            services=self.services,
-            task=task_view(task),
-            steps=[dict(s) for s in task.steps],
-            retry_base_delay=self.retry_base_delay,
-        )
-        self._attempts[task_id] = attempt
         return await attempt.run()

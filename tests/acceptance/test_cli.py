@@ -1,0 +1,94 @@
+"""The ``cloudops`` command as an operator meets it: help, bad settings, migrate."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance._support import CLOUDOPS, clean_env, free_port
+
+#: A refused start must come back well within this (it never gets as far as serving).
+QUICK = 15.0
+
+
+def cloudops(tmp: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run the console script in ``tmp`` (no .env of the repository) with only ``env`` set."""
+    assert CLOUDOPS.exists(), f"console script not found at {CLOUDOPS}"
+    began = time.monotonic()
+    result = subprocess.run(
+        [str(CLOUDOPS), *args],
+        cwd=tmp,
+        env=clean_env(**env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=QUICK + 15,
+        check=False,
+    )
+    return result, time.monotonic() - began
+
+
+def isolated(tmp: Path) -> dict[str, str]:
+    """Settings that keep a run inside the temporary directory, on a free port."""
+    return {
+        "CLOUDOPS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'cloudops.db'}",
+        "CLOUDOPS_DATA_DIR": str(tmp / "data"),
+        "CLOUDOPS_HOST": "127.0.0.1",
+        "CLOUDOPS_PORT": str(free_port()),
+    }
+
+
+@pytest.mark.slow
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result, _ = cloudops(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout
+    assert "migrate" in result.stdout
+
+
+@pytest.mark.slow
+def test_serve_help_mentions_no_worker(tmp_path: Path) -> None:
+    result, _ = cloudops(tmp_path, "serve", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--no-worker" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CLOUDOPS_PORT", "notaport"), ("CLOUDOPS_BUS", "kafka")],
+)
+def test_bad_setting_stops_serve_with_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    env = isolated(tmp_path)
+    env[variable] = value
+    result, took = cloudops(tmp_path, "serve", **env)
+    assert result.returncode != 0, f"serve started with {variable}={value!r}: {result.stderr}"
+    assert took < QUICK, f"refusing {variable}={value!r} took {took:.1f}s"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"stderr is not one line:\n{result.stderr}"
+    assert variable in lines[0], lines[0]
+    assert not (tmp_path / "cloudops.db").exists(), "a refused start touched the database"
+
+
+@pytest.mark.slow
+def test_migrate_creates_the_schema_on_an_empty_database(tmp_path: Path) -> None:
+    db_file = tmp_path / "fresh" / "cloudops.db"
+    db_file.parent.mkdir()
+    env = isolated(tmp_path)
+    env["CLOUDOPS_DATABASE_URL"] = f"sqlite+aiosqlite:///{db_file}"
+    result, _ = cloudops(tmp_path, "migrate", **env)
+    assert result.returncode == 0, f"migrate failed:\n{result.stdout}\n{result.stderr}"
+    assert db_file.is_file(), "migrate did not create the database file"
+    with contextlib.closing(sqlite3.connect(db_file)) as conn:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    assert "tasks" in tables, sorted(tables)
+    assert {"task_events", "artifacts", "sim_workloads"} <= tables, sorted(tables)
