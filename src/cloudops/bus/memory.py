@@ -18,11 +18,16 @@ from cloudops.bus.base import BusClosed, Delivery, TaskMessage
 
 @dataclass
 class _Session:
+    #: Always sorted by ``order``; the in-flight message stays in it until completed.
     queue: list[TaskMessage] = field(default_factory=list)
     task_ids: set[str] = field(default_factory=set)
-    #: Fence of the current holder; None when nobody holds the session.
+    #: Fence of the current holder and the task it holds; None when nobody holds it.
     holder: int | None = None
+    in_flight: str | None = None
     timer: asyncio.TimerHandle | None = None
+
+    def index_of(self, task_id: str) -> int:
+        return next(i for i, m in enumerate(self.queue) if m.task_id == task_id)
 
 
 class InMemorySessionBus:
@@ -43,10 +48,8 @@ class InMemorySessionBus:
             session = self._sessions.setdefault(message.session_id, _Session())
             if message.task_id in session.task_ids:
                 return
-            # The in-flight head never moves; everything else is ordered by ``order``.
-            start = 1 if session.holder is not None else 0
-            orders = [m.order for m in session.queue[start:]]
-            session.queue.insert(start + bisect.bisect_right(orders, message.order), message)
+            orders = [m.order for m in session.queue]
+            session.queue.insert(bisect.bisect_right(orders, message.order), message)
             session.task_ids.add(message.task_id)
             self._refresh(message.session_id)
 
@@ -68,17 +71,24 @@ class InMemorySessionBus:
                         continue
                     self._fence += 1
                     session.holder = self._fence
+                    session.in_flight = head.task_id
                     return Delivery(head, self._fence)
-                await self._cond.wait()
+                try:
+                    await self._cond.wait()
+                except asyncio.CancelledError:
+                    # A notify meant for this waiter must not die with it.
+                    if self._ready:
+                        self._cond.notify(1)
+                    raise
 
     async def complete(self, delivery: Delivery) -> None:
         async with self._cond:
             session = self._held(delivery)
             if session is None:
                 return
-            head = session.queue.pop(0)
-            session.task_ids.discard(head.task_id)
-            session.holder = None
+            session.queue.pop(session.index_of(delivery.message.task_id))
+            session.task_ids.discard(delivery.message.task_id)
+            session.holder = session.in_flight = None
             self._refresh(delivery.message.session_id)
 
     async def defer(self, delivery: Delivery, run_after: datetime) -> None:
@@ -86,9 +96,10 @@ class InMemorySessionBus:
             session = self._held(delivery)
             if session is None:
                 return
-            head = session.queue[0]
-            session.queue[0] = TaskMessage(head.task_id, head.session_id, head.order, run_after)
-            session.holder = None
+            index = session.index_of(delivery.message.task_id)
+            held = session.queue[index]
+            session.queue[index] = TaskMessage(held.task_id, held.session_id, held.order, run_after)
+            session.holder = session.in_flight = None
             self._refresh(delivery.message.session_id)
 
     async def release(self, delivery: Delivery) -> None:
@@ -96,7 +107,7 @@ class InMemorySessionBus:
             session = self._held(delivery)
             if session is None:
                 return
-            session.holder = None
+            session.holder = session.in_flight = None
             self._refresh(delivery.message.session_id)
 
     async def remove(self, task_id: str, session_id: str) -> bool:
@@ -104,10 +115,9 @@ class InMemorySessionBus:
             session = self._sessions.get(session_id)
             if session is None or task_id not in session.task_ids:
                 return False
-            index = next(i for i, m in enumerate(session.queue) if m.task_id == task_id)
-            if index == 0 and session.holder is not None:
+            if session.in_flight == task_id:
                 return False
-            session.queue.pop(index)
+            session.queue.pop(session.index_of(task_id))
             session.task_ids.discard(task_id)
             self._refresh(session_id)
             return True
