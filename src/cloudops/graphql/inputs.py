@@ -86,9 +86,8 @@ class _TaskInput:
     metadata: JSON | None = None
 
     def options(self, header_key: str | None) -> svc.TaskOptions:
-        return svc.TaskOptions(
-            self.idempotency_key or header_key, self.correlation_id, self.metadata
-        )
+        key = self.idempotency_key if self.idempotency_key is not None else header_key
+        return svc.TaskOptions(key, self.correlation_id, self.metadata)
 
 
 @strawberry.input(description="entityId = environmentId.")

@@ -35,6 +35,7 @@ from cloudops.graphql.inputs import (
     TaskPayload,
     UserError,
 )
+from cloudops.graphql.operation import running_root_fields
 from cloudops.graphql.permissions import CanAdminister, CanOperate, CanView
 from cloudops.graphql.replay import filtered_stream, task_stream
 from cloudops.graphql.types import (
@@ -140,15 +141,15 @@ class Query:
 
 def _header_key(info: Info) -> str | None:
     """The Idempotency-Key header counts only for a request running one task mutation."""
-    key = info.context.idempotency_key_header
-    if key is None:
+    key: str | None = info.context.idempotency_key_header
+    if key is None or not isinstance(info.operation, OperationDefinitionNode):
         return None
-    operation = info.operation
-    if not isinstance(operation, OperationDefinitionNode):
-        return None
-    names = [getattr(sel, "name", None) for sel in operation.selection_set.selections]
-    task_fields = [n.value for n in names if n is not None and n.value in TASK_MUTATIONS]
-    return key if len(task_fields) == 1 else None
+    # Strawberry's Info has no public accessor for the document's fragments.
+    fragments = info._raw_info.fragments
+    running = running_root_fields(
+        info.operation.selection_set, fragments, info.variable_values, TASK_MUTATIONS
+    )
+    return key if len(running) == 1 else None
 
 
 def _task_payload(result: Result[models.Task]) -> TaskPayload:
