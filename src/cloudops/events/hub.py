@@ -25,13 +25,19 @@ CHANNEL = "cloudops.task_events"
 class SubscriptionEnded(Exception):
     """The stream of a subscriber was ended by the hub, not by the subscriber."""
 
+    code = "SUBSCRIPTION_ENDED"
+
 
 class SubscriberOverflow(SubscriptionEnded):
     """The subscriber did not keep up; resume with afterSequence."""
 
+    code = "SUBSCRIBER_OVERFLOW"
+
 
 class BroadcastLost(SubscriptionEnded):
     """The broadcast backend went away; resume with afterSequence once it is back."""
+
+    code = "BROADCAST_LOST"
 
 
 EventFilter = Callable[[EventRecord], bool]

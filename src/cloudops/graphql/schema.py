@@ -13,6 +13,7 @@ from strawberry.permission import BasePermission
 from cloudops import __version__
 from cloudops.db import models
 from cloudops.domain import TaskStatus as DomainStatus
+from cloudops.events.hub import SubscriptionEnded
 from cloudops.events.records import EventRecord
 from cloudops.graphql.connections import (
     ProjectConnection,
@@ -314,8 +315,13 @@ class Subscription:
                 )
 
             stream = filtered_stream(runtime.hub, matches)
-        async for record in stream:
-            yield TaskEvent.from_record(record)
+        try:
+            async for record in stream:
+                yield TaskEvent.from_record(record)
+        except SubscriptionEnded as ended:
+            # Expected endings (fell behind, broadcast lost, shutdown) say why, unmasked,
+            # so the client knows to resubscribe with afterSequence.
+            raise GraphQLError(str(ended), extensions={"code": ended.code}) from None
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
