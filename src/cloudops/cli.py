@@ -36,6 +36,37 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+def _worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from cloudops.logs import configure_logging
+    from cloudops.runtime import Runtime
+    from cloudops.settings import BusKind
+
+    configure_logging(settings.log_level)
+    if settings.bus is not BusKind.POSTGRES:
+        print(
+            "cloudops worker: a separate worker needs the shared bus "
+            "(CLOUDOPS_BUS=postgres with a PostgreSQL CLOUDOPS_DATABASE_URL); "
+            "on the embedded default, `cloudops serve` runs the worker in-process",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> None:
+        runtime = Runtime.build(settings, run_worker=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        try:
+            await stop.wait()
+        finally:
+            await runtime.stop()
+
+    asyncio.run(run())
+    return 0
+
+
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from cloudops.db.engine import Database
     from cloudops.db.migrate import migrate
@@ -90,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the API only; tasks run in separate worker processes",
     )
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker only (needs CLOUDOPS_BUS=postgres); scale out with more",
+        description="Run tasks from the shared PostgreSQL bus, without serving HTTP. Start as "
+        "many as you like; SIGTERM drains running steps within CLOUDOPS_SHUTDOWN_GRACE.",
+    )
+    worker.set_defaults(run=_worker)
 
     mig = commands.add_parser(
         "migrate",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from cloudops.bus.base import SessionBus
 from cloudops.bus.memory import InMemorySessionBus
+from cloudops.bus.postgres import PostgresSessionBus
 from cloudops.db.engine import Database
 from cloudops.db.migrate import migrate
 from cloudops.events.broadcast import create_broadcast
@@ -47,13 +48,17 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, run_worker: bool = True) -> Runtime:
-        if settings.bus is not BusKind.MEMORY:
-            raise NotImplementedError("CLOUDOPS_BUS=postgres is not available yet; use memory")
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, pool_size=settings.db_pool_size)
         hub = EventHub(
             create_broadcast(settings.broadcast_url), buffer_size=settings.subscriber_buffer
         )
-        bus = InMemorySessionBus()
+        bus: SessionBus
+        if settings.bus is BusKind.POSTGRES:
+            bus = PostgresSessionBus(
+                db, lease_seconds=settings.lease_seconds, poll_interval=settings.bus_poll_interval
+            )
+        else:
+            bus = InMemorySessionBus()
         journal = Journal(db, hub)
         artifacts = LocalArtifactStore(settings.data_dir)
         registry = default_registry(settings.data_dir)
@@ -72,6 +77,7 @@ class Runtime:
                 services=services,
                 concurrency=settings.worker_concurrency,
                 retry_base_delay=settings.retry_base_delay,
+                heartbeat_interval=settings.lease_seconds / 3,
             )
         tasks = TaskService(
             journal=journal,
@@ -99,8 +105,12 @@ class Runtime:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await migrate(self.db)
         await self.hub.start()
-        recovered = await requeue_orphans(self.journal)
-        queued = await republish_queued(self.journal, self.bus)
+        recovered = queued = 0
+        if isinstance(self.bus, InMemorySessionBus):
+            # The in-process bus died with the last process: rebuild it. A shared bus
+            # needs nothing: leases of dead workers expire and their tasks are taken over.
+            recovered = await requeue_orphans(self.journal)
+            queued = await republish_queued(self.journal, self.bus)
         log.info(
             "control plane started",
             extra={

@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     #: How often the sandbox reaper looks for expired sandboxes, in seconds.
     reaper_interval: Annotated[float, Field(gt=0, le=86400)] = 5.0
     log_level: str = "INFO"
+    #: PostgreSQL bus: how long a worker's claim on an entity lasts without a heartbeat
+    #: (renewed every third of it), and how often idle workers look for work anyway.
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    bus_poll_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
+    #: Database connection pool size per process (PostgreSQL).
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     #: Accept the legacy ``graphql-ws`` WebSocket subprotocol besides graphql-transport-ws.
     ws_legacy_protocol: bool = False
     #: Seconds a WebSocket client has to send connection_init before it is closed (4408).
@@ -89,6 +95,14 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
 
+    @model_validator(mode="after")
+    def _bus_needs_postgres(self) -> Settings:
+        if self.bus is BusKind.POSTGRES and self.is_sqlite:
+            raise ValueError(
+                "CLOUDOPS_BUS=postgres needs CLOUDOPS_DATABASE_URL=postgresql+asyncpg://..."
+            )
+        return self
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -100,5 +114,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a rule across settings: the message names them
+            raise SettingsError(str(first["msg"]).removeprefix("Value error, ")) from None
         name = "CLOUDOPS_" + "_".join(str(part) for part in first["loc"]).upper()
         raise SettingsError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None

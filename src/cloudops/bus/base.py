@@ -27,11 +27,22 @@ class TaskMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds an entity's session, for fencing writes on a shared database."""
+
+    entity_id: str
+    owner: str
+    fence: int
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """A received message and the fence token that proves the receiver still holds it."""
 
     message: TaskMessage
     fence: int
+    #: Set by buses whose sessions are leased in the database (the PostgreSQL bus).
+    lease: Lease | None = None
 
 
 class SessionBus(Protocol):
@@ -57,6 +68,9 @@ class SessionBus(Protocol):
 
     async def holds(self, delivery: Delivery) -> bool:
         """Whether the delivery is still the session's lock holder (lease not lost)."""
+
+    async def heartbeat(self, delivery: Delivery) -> bool:
+        """Extend the holder's lease; False when it was lost (the holder must stop)."""
 
     async def close(self) -> None:
         """Stop: wake every waiting receiver with :class:`BusClosed`."""

@@ -126,6 +126,9 @@ class InMemorySessionBus:
         async with self._cond:
             return self._held(delivery) is not None
 
+    async def heartbeat(self, delivery: Delivery) -> bool:
+        return await self.holds(delivery)
+
     async def close(self) -> None:
         async with self._cond:
             self._closed = True

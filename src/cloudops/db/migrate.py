@@ -21,6 +21,9 @@ def alembic_config() -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several processes may start at once; one migrates, the others wait for it.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7735420113)")
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

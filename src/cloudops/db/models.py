@@ -167,3 +167,18 @@ class SimulatedWorkload(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     restarted_at: Mapped[str | None] = mapped_column(String(100))
     generation: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BusSession(Base):
+    """A lease on one entity's queue for the PostgreSQL bus (the tasks table is the queue).
+
+    ``fence`` grows on every claim: a worker's writes are conditional on its own
+    (owner, fence), so one whose lease expired and was taken over cannot write again.
+    """
+
+    __tablename__ = "bus_sessions"
+
+    entity_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fence: Mapped[int] = mapped_column(BigInteger, default=0)

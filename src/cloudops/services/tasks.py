@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -386,7 +386,7 @@ class TaskService:
         names = [step.name for step in handler.plan(task.input)]
         async with self._enqueue_lock:
             async with self.journal.transaction() as txn:
-                queue_seq = await next_queue_seq(txn.session)
+                queue_seq = await next_queue_seq(txn.session, task.entity_id)
                 requeued = await txn.append(
                     task.id,
                     EventKind.QUEUED,
@@ -471,7 +471,7 @@ class TaskService:
             meta=draft.options.metadata or {},
             dead_lettered=False,
             cancel_requested=False,
-            queue_seq=await next_queue_seq(session),
+            queue_seq=await next_queue_seq(session, draft.entity_id),
             last_sequence=0,
             created_at=now,
             updated_at=now,
@@ -488,9 +488,15 @@ class TaskService:
         return task
 
 
-async def next_queue_seq(session: AsyncSession) -> int:
-    """The next queue position. Writers are serialized on SQLite; on PostgreSQL the unique
-    index turns a concurrent duplicate into an IntegrityError that the caller retries."""
+async def next_queue_seq(session: AsyncSession, entity_id: str) -> int:
+    """The next queue position. SQLite has one writer, so max()+1 is safe. On PostgreSQL a
+    sequence numbers positions, and a transaction lock per entity makes two concurrent
+    submissions to one entity commit in the order of their positions (strict FIFO)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:entity))"), {"entity": entity_id}
+        )
+        return int(await session.scalar(text("SELECT nextval('task_queue_seq')")) or 0)
     current = await session.scalar(select(func.max(Task.queue_seq)))
     return int(current or 0) + 1
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import exists, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloudops.bus.base import Lease
 from cloudops.db.engine import Database
-from cloudops.db.models import Artifact, Task, TaskEvent
+from cloudops.db.models import Artifact, BusSession, Task, TaskEvent
 from cloudops.db.types import new_id, utcnow
 from cloudops.domain import EventKind, TaskStatus
 from cloudops.events.hub import EventHub
@@ -36,6 +37,8 @@ class Guard:
 
     statuses: Collection[TaskStatus]
     attempt: int | None = None
+    #: On a shared database: write only while this lease is still ours.
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,14 @@ class JournalTransaction:
         conditions = [Task.id == task_id, Task.status.in_([s.value for s in guard.statuses])]
         if guard.attempt is not None:
             conditions.append(Task.attempt == guard.attempt)
+        if guard.lease is not None:
+            conditions.append(
+                exists().where(
+                    BusSession.entity_id == guard.lease.entity_id,
+                    BusSession.owner == guard.lease.owner,
+                    BusSession.fence == guard.lease.fence,
+                )
+            )
         stmt = (
             update(Task)
             .where(*conditions)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from cloudops.bus.base import Lease
 from cloudops.db.models import Artifact, Task
 from cloudops.db.types import new_id, utcnow
 from cloudops.domain import EventKind, StepStatus, TaskStatus, TaskType
@@ -28,8 +29,6 @@ from cloudops.worker.faults import injected_fault
 from cloudops.worker.retry import backoff_delay
 
 log = logging.getLogger(__name__)
-
-RUNNING = Guard({TaskStatus.RUNNING})
 
 
 class Outcome:
@@ -58,12 +57,13 @@ class Attempt:
     task: TaskView
     steps: list[StepState]
     retry_base_delay: float
+    lease: Lease | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     _current: int | None = None
 
     @property
     def guard(self) -> Guard:
-        return Guard({TaskStatus.RUNNING}, self.task.attempt)
+        return Guard({TaskStatus.RUNNING}, self.task.attempt, self.lease)
 
     # -- StepSink -------------------------------------------------------------------
     async def report_progress(self, fraction: float, message: str | None) -> None:

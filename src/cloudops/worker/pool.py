@@ -19,6 +19,7 @@ from cloudops.handlers.base import Services
 from cloudops.handlers.registry import HandlerRegistry
 from cloudops.tasks.journal import Guard, Journal
 from cloudops.worker.attempt import Attempt, AttemptResult, Outcome, task_view
+from cloudops.worker.recovery import requeue_orphan
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Worker:
         services: Services,
         concurrency: int,
         retry_base_delay: float,
+        heartbeat_interval: float = 10.0,
     ) -> None:
         self.bus = bus
         self.journal = journal
@@ -40,6 +42,7 @@ class Worker:
         self.services = services
         self.concurrency = concurrency
         self.retry_base_delay = retry_base_delay
+        self.heartbeat_interval = heartbeat_interval
         self._slots = asyncio.Semaphore(concurrency)
         self._loop_task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
@@ -113,21 +116,42 @@ class Worker:
                 extra={"action": "task_run_error", "task_id": task_id},
             )
             await asyncio.sleep(1.0)  # a broken database must not become a hot loop
-            await self.bus.release(delivery)
+            with contextlib.suppress(Exception):
+                await self.bus.release(delivery)
             return
         finally:
             self._attempts.pop(task_id, None)
-        if result.outcome == Outcome.RETRY:
-            await self.bus.defer(delivery, result.run_after)
-        elif result.outcome == Outcome.LOST:
-            await self.bus.release(delivery)
-        else:
-            await self.bus.complete(delivery)
+        try:
+            if result.outcome == Outcome.RETRY:
+                await self.bus.defer(delivery, result.run_after)
+            elif result.outcome == Outcome.LOST:
+                await self.bus.release(delivery)
+            else:
+                await self.bus.complete(delivery)
+        except Exception:
+            # The task's state is committed; a shared bus's lease simply expires.
+            log.warning(
+                "could not hand the session back",
+                exc_info=True,
+                extra={"action": "bus_release_failed", "task_id": task_id},
+            )
 
     async def _run(self, delivery: Delivery) -> AttemptResult:
         task_id = delivery.message.task_id
         async with self.journal.db.read() as session:
             task = await session.get(Task, task_id)
+        if task is not None and task.status == TaskStatus.RUNNING and delivery.lease is not None:
+            # We hold the session, yet its head is RUNNING: the worker that ran it lost
+            # its lease (it died or stalled). Take over as attempt + 1.
+            if not await requeue_orphan(
+                self.journal,
+                task,
+                f"worker lost its lease during attempt {task.attempt}",
+                delivery.lease,
+            ):
+                return AttemptResult(Outcome.LOST)
+            async with self.journal.db.read() as session:
+                task = await session.get(Task, task_id)
         if task is None or task.status != TaskStatus.QUEUED:
             return AttemptResult(Outcome.SKIPPED)
         attempt = Attempt(
@@ -137,6 +161,7 @@ class Worker:
             task=task_view(task),
             steps=[dict(s) for s in task.steps],
             retry_base_delay=self.retry_base_delay,
+            lease=delivery.lease,
         )
         # Registered before STARTED commits, so a shutdown at any point after the commit
         # finds the attempt and interrupts it (before the commit its guard simply fails).
@@ -146,7 +171,7 @@ class Worker:
             started = await txn.append(
                 task_id,
                 EventKind.STARTED,
-                Guard({TaskStatus.QUEUED}, task.attempt),
+                Guard({TaskStatus.QUEUED}, task.attempt, delivery.lease),
                 {
                     "status": TaskStatus.RUNNING.value,
                     "run_after": None,
@@ -161,4 +186,32 @@ class Worker:
             "task started",
             extra={"action": "task_started", "task_id": task_id, "attempt": task.attempt},
         )
-        return await attempt.run()
+        heartbeat = asyncio.create_task(self._heartbeat(delivery, attempt))
+        try:
+            return await attempt.run()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self, delivery: Delivery, attempt: Attempt) -> None:
+        """Keep the session's lease while the attempt runs; a lost lease stops it (its
+        fenced writes would fail anyway, this only makes it stop sooner)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                alive = await self.bus.heartbeat(delivery)
+            except Exception:
+                log.warning(
+                    "lease heartbeat failed",
+                    exc_info=True,
+                    extra={"action": "heartbeat_failed", "task_id": delivery.message.task_id},
+                )
+                continue
+            if not alive:
+                log.warning(
+                    "lease lost",
+                    extra={"action": "lease_lost", "task_id": delivery.message.task_id},
+                )
+                attempt.cancelled.set()
+                return

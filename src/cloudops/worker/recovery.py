@@ -12,7 +12,7 @@ import logging
 
 from sqlalchemy import select
 
-from cloudops.bus.base import SessionBus, TaskMessage
+from cloudops.bus.base import Lease, SessionBus, TaskMessage
 from cloudops.db.models import Task
 from cloudops.db.types import utcnow
 from cloudops.domain import EventKind, StepStatus, TaskStatus
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 async def requeue_orphans(journal: Journal) -> int:
-    """Tasks RUNNING in the database but run by nobody: their worker died."""
+    """Tasks RUNNING in the database but run by nobody: their worker died (embedded bus)."""
     async with journal.db.read() as session:
         orphans = (
             (await session.execute(select(Task).where(Task.status == TaskStatus.RUNNING.value)))
@@ -30,48 +30,57 @@ async def requeue_orphans(journal: Journal) -> int:
             .all()
         )
     for task in orphans:
-        steps = [dict(s) for s in task.steps]
-        for step in steps:
-            if step["status"] == StepStatus.RUNNING:
-                step.update(status=StepStatus.PENDING.value, progress=0.0, startedAt=None)
-        guard = Guard({TaskStatus.RUNNING}, task.attempt)
-        error = f"worker died during attempt {task.attempt}"
-        now = utcnow()
-        async with journal.transaction() as txn:
-            if task.attempt < task.max_attempts:
-                await txn.append(
-                    task.id,
-                    EventKind.RETRY_SCHEDULED,
-                    guard,
-                    {
-                        "status": TaskStatus.QUEUED.value,
-                        "attempt": task.attempt + 1,
-                        "run_after": None,
-                        "error": error,
-                        "steps": steps,
-                    },
-                    message=f"{error}; attempt {task.attempt + 1} of {task.max_attempts} now",
-                    at=now,
-                )
-            else:
-                await txn.append(
-                    task.id,
-                    EventKind.FAILED,
-                    guard,
-                    {
-                        "status": TaskStatus.FAILED.value,
-                        "dead_lettered": True,
-                        "error": error,
-                        "finished_at": now,
-                        "steps": steps,
-                    },
-                    message=f"{error}; no attempts left, dead-lettered",
-                    at=now,
-                )
+        await requeue_orphan(journal, task, f"worker died during attempt {task.attempt}")
+    return len(orphans)
+
+
+async def requeue_orphan(
+    journal: Journal, task: Task, error: str, lease: Lease | None = None
+) -> bool:
+    """Move a RUNNING task whose worker is gone back to QUEUED as attempt + 1 (steps that
+    were running go back to PENDING), or dead-letter it after its last attempt."""
+    steps = [dict(s) for s in task.steps]
+    for step in steps:
+        if step["status"] == StepStatus.RUNNING:
+            step.update(status=StepStatus.PENDING.value, progress=0.0, startedAt=None)
+    guard = Guard({TaskStatus.RUNNING}, task.attempt, lease)
+    now = utcnow()
+    async with journal.transaction() as txn:
+        if task.attempt < task.max_attempts:
+            appended = await txn.append(
+                task.id,
+                EventKind.RETRY_SCHEDULED,
+                guard,
+                {
+                    "status": TaskStatus.QUEUED.value,
+                    "attempt": task.attempt + 1,
+                    "run_after": None,
+                    "error": error,
+                    "steps": steps,
+                },
+                message=f"{error}; attempt {task.attempt + 1} of {task.max_attempts} now",
+                at=now,
+            )
+        else:
+            appended = await txn.append(
+                task.id,
+                EventKind.FAILED,
+                guard,
+                {
+                    "status": TaskStatus.FAILED.value,
+                    "dead_lettered": True,
+                    "error": error,
+                    "finished_at": now,
+                    "steps": steps,
+                },
+                message=f"{error}; no attempts left, dead-lettered",
+                at=now,
+            )
+    if appended is not None:
         log.warning(
             "recovered a task left running", extra={"action": "task_recovered", "task_id": task.id}
         )
-    return len(orphans)
+    return appended is not None
 
 
 async def republish_queued(journal: Journal, bus: SessionBus) -> int:

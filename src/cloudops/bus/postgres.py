@@ -1,0 +1,266 @@
+"""The PostgreSQL session bus: durable, shared by any number of worker processes.
+
+The tasks table is the queue (QUEUED/RUNNING tasks of an entity, by ``queue_seq``); the
+``bus_sessions`` table holds one lease per entity. A worker claims an entity whose lease is
+free or expired and whose head can run, with one conditional upsert that bumps ``fence``;
+every write it then makes is conditional on (owner, fence). FIFO and one-running-per-entity
+therefore hold in the database, whatever happens to the processes. Releasing a session
+sends NOTIFY, so an idle worker claims the entity's next task at once; a slow poll is the
+safety net for lost notifications and expiring leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+
+import asyncpg
+from sqlalchemy import text
+
+from cloudops.bus.base import BusClosed, Delivery, Lease, TaskMessage
+from cloudops.db.engine import Database
+from cloudops.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "cloudops_bus"
+
+_CANDIDATES = text("""
+WITH heads AS (
+    SELECT DISTINCT ON (t.entity_id) t.entity_id, t.id, t.run_after, t.queue_seq
+    FROM tasks t
+    WHERE t.status IN ('QUEUED', 'RUNNING')
+    ORDER BY t.entity_id, t.queue_seq
+)
+SELECT h.entity_id
+FROM heads h LEFT JOIN bus_sessions s ON s.entity_id = h.entity_id
+WHERE (h.run_after IS NULL OR h.run_after <= now())
+  AND (s.entity_id IS NULL OR s.owner IS NULL OR s.lease_until < now())
+ORDER BY h.queue_seq
+LIMIT :limit
+""")
+
+_CLAIM = text("""
+INSERT INTO bus_sessions (entity_id, owner, lease_until, fence)
+VALUES (:entity, :owner, now() + make_interval(secs => :lease), 1)
+ON CONFLICT (entity_id) DO UPDATE
+SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until,
+    fence = bus_sessions.fence + 1
+WHERE bus_sessions.owner IS NULL OR bus_sessions.lease_until < now()
+RETURNING fence
+""")
+
+_HEAD = text("""
+SELECT id, queue_seq, run_after FROM tasks
+WHERE entity_id = :entity AND status IN ('QUEUED', 'RUNNING')
+ORDER BY queue_seq LIMIT 1
+""")
+
+_RELEASE = text("""
+UPDATE bus_sessions SET owner = NULL, lease_until = NULL
+WHERE entity_id = :entity AND owner = :owner AND fence = :fence
+""")
+
+_EXTEND = text("""
+UPDATE bus_sessions SET lease_until = now() + make_interval(secs => :lease)
+WHERE entity_id = :entity AND owner = :owner AND fence = :fence
+""")
+
+_HOLDS = text("""
+SELECT 1 FROM bus_sessions
+WHERE entity_id = :entity AND owner = :owner AND fence = :fence AND lease_until > now()
+""")
+
+_NEXT_DUE = text("""
+SELECT min(run_after) FROM tasks WHERE status = 'QUEUED' AND run_after > now()
+""")
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+class PostgresSessionBus:
+    name = "postgres"
+
+    def __init__(
+        self, db: Database, *, lease_seconds: float = 30.0, poll_interval: float = 2.0
+    ) -> None:
+        self._db = db
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._listener: asyncio.Task[None] | None = None
+        self._claim_lock = asyncio.Lock()
+
+    # -- wake-ups ------------------------------------------------------------------------
+    def start_listening(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="bus-listen")
+
+    async def _listen(self) -> None:
+        """LISTEN on our channel, reconnecting after a lost connection (polling covers
+        the gap)."""
+        while not self._closed:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(asyncpg_dsn(self._db.url), timeout=5)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda *_args, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, lambda *_args: self._wake.set())
+                self._wake.set()  # something may have happened while we were away
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning(
+                    "bus listener disconnected; polling until it is back",
+                    extra={"action": "bus_listener_lost"},
+                )
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+            await asyncio.sleep(1.0)
+
+    async def _notify(self) -> None:
+        async with self._db.write() as session:
+            await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+    # -- the interface ---------------------------------------------------------------------
+    async def publish(self, message: TaskMessage) -> None:
+        """The task row is the message (committed by the caller); this only wakes workers."""
+        await self._notify()
+
+    async def receive(self) -> Delivery:
+        self.start_listening()
+        while True:
+            if self._closed:
+                raise BusClosed()
+            self._wake.clear()
+            try:
+                delivery = await self._try_claim()
+            except (OSError, asyncpg.PostgresError, ConnectionError) as exc:
+                log.warning("bus claim failed: %s", exc, extra={"action": "bus_claim_failed"})
+                delivery = None
+            except Exception as exc:  # SQLAlchemy wraps driver errors
+                if "connection" not in str(exc).lower():
+                    raise
+                log.warning("bus claim failed: %s", exc, extra={"action": "bus_claim_failed"})
+                delivery = None
+            if delivery is not None:
+                return delivery
+            timeout = await self._sleep_for()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _sleep_for(self) -> float:
+        try:
+            async with self._db.read() as session:
+                due: datetime | None = await session.scalar(_NEXT_DUE)
+        except Exception:
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        return max(0.01, min(self.poll_interval, (due - utcnow()).total_seconds()))
+
+    async def _try_claim(self) -> Delivery | None:
+        async with self._claim_lock:  # one claim at a time per process is plenty
+            async with self._db.read() as session:
+                entities = (await session.execute(_CANDIDATES, {"limit": 16})).scalars().all()
+            for entity in entities:
+                async with self._db.write() as session:
+                    fence = await session.scalar(
+                        _CLAIM, {"entity": entity, "owner": self.owner, "lease": self.lease_seconds}
+                    )
+                    if fence is None:
+                        continue  # somebody else holds it
+                    head = (await session.execute(_HEAD, {"entity": entity})).one_or_none()
+                    runnable = head is not None and (
+                        head.run_after is None or head.run_after <= utcnow()
+                    )
+                    if head is None or not runnable:
+                        await session.execute(
+                            _RELEASE, {"entity": entity, "owner": self.owner, "fence": fence}
+                        )
+                        continue
+                lease = Lease(entity, self.owner, int(fence))
+                message = TaskMessage(head.id, entity, head.queue_seq, head.run_after)
+                return Delivery(message, int(fence), lease)
+        return None
+
+    async def _release(self, delivery: Delivery) -> None:
+        assert delivery.lease is not None
+        async with self._db.write() as session:
+            await session.execute(
+                _RELEASE,
+                {"entity": delivery.lease.entity_id, "owner": self.owner, "fence": delivery.fence},
+            )
+            await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+    async def complete(self, delivery: Delivery) -> None:
+        await self._release(delivery)
+
+    async def defer(self, delivery: Delivery, run_after: datetime) -> None:
+        """The retry transition already stored run_after on the task, which keeps its place
+        at the head; releasing lets the claim query skip it until then."""
+        await self._release(delivery)
+
+    async def release(self, delivery: Delivery) -> None:
+        await self._release(delivery)
+
+    async def remove(self, task_id: str, session_id: str) -> bool:
+        """The caller has marked the task CANCELLED, so no claim will return it; it is only
+        'in flight' if it is the head of a held session."""
+        async with self._db.read() as session:
+            row = (
+                await session.execute(
+                    text("""
+                SELECT s.owner FROM bus_sessions s
+                WHERE s.entity_id = :entity AND s.owner IS NOT NULL AND s.lease_until > now()
+            """),
+                    {"entity": session_id},
+                )
+            ).one_or_none()
+        await self._notify()
+        return row is None
+
+    async def holds(self, delivery: Delivery) -> bool:
+        if delivery.lease is None:
+            return False
+        async with self._db.read() as session:
+            row = await session.scalar(
+                _HOLDS,
+                {"entity": delivery.lease.entity_id, "owner": self.owner, "fence": delivery.fence},
+            )
+        return row is not None
+
+    async def heartbeat(self, delivery: Delivery) -> bool:
+        if delivery.lease is None:
+            return False
+        async with self._db.write() as session:
+            result = await session.execute(
+                _EXTEND,
+                {
+                    "entity": delivery.lease.entity_id,
+                    "owner": self.owner,
+                    "fence": delivery.fence,
+                    "lease": self.lease_seconds,
+                },
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
