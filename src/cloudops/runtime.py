@@ -50,7 +50,9 @@ class Runtime:
     def build(cls, settings: Settings, *, run_worker: bool = True) -> Runtime:
         db = Database(settings.database_url, pool_size=settings.db_pool_size)
         hub = EventHub(
-            create_broadcast(settings.broadcast_url), buffer_size=settings.subscriber_buffer
+            lambda: create_broadcast(settings.broadcast_url),
+            buffer_size=settings.subscriber_buffer,
+            heartbeat_interval=settings.broadcast_heartbeat,
         )
         bus: SessionBus
         if settings.bus is BusKind.POSTGRES:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     #: (renewed every third of it), and how often idle workers look for work anyway.
     lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
     bus_poll_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
+    #: Seconds between the hub's heartbeats through the broadcast backend; a backend that
+    #: misses three is treated as lost (subscribers are told, the hub reconnects).
+    broadcast_heartbeat: Annotated[float, Field(gt=0, le=60)] = 1.0
     #: Database connection pool size per process (PostgreSQL).
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     #: Accept the legacy ``graphql-ws`` WebSocket subprotocol besides graphql-transport-ws.

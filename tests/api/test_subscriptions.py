@@ -406,7 +406,7 @@ def record(sequence: int) -> EventRecord:
 
 async def test_hub_ends_a_lagging_subscriber_and_keeps_feeding_the_others() -> None:
     """A real EventHub over the real memory broadcast, with a 5-event buffer."""
-    hub = EventHub(create_broadcast("memory://"), buffer_size=5)
+    hub = EventHub(lambda: create_broadcast("memory://"), buffer_size=5)
     await hub.start()
     try:
         async with hub.subscribe(lambda e: True) as slow, hub.subscribe(lambda e: True) as fast:

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from broadcaster import Broadcast as _Broadcaster
 from broadcaster._base import Unsubscribed
+from redis import asyncio as redis
 
 
 class Broadcast(Protocol):
@@ -36,6 +37,8 @@ class BroadcasterBroadcast:
 
     def __init__(self, url: str) -> None:
         self.name = urlparse(url).scheme.replace("rediss", "redis")
+        if self.name == "postgresql":
+            self.name = "postgres"
         self._broadcaster = _Broadcaster(url)
 
     async def connect(self) -> None:
@@ -62,5 +65,52 @@ class BroadcasterBroadcast:
             yield texts()
 
 
+class RedisBroadcast:
+    """``redis://`` on redis-py's asyncio pub/sub, written here rather than taken from
+    broadcaster: broadcaster 0.3.1's Redis backend starts listening before its SUBSCRIBE
+    completes, and with redis-py 8 its listener then waits forever and delivers nothing.
+    A lost connection surfaces as an error from the stream, which the hub handles."""
+
+    name = "redis"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._client: redis.Redis | None = None
+
+    async def connect(self) -> None:
+        self._client = redis.Redis.from_url(
+            self._url, socket_connect_timeout=5, socket_timeout=None
+        )
+        await self._client.ping()
+
+    async def disconnect(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def publish(self, channel: str, message: str) -> None:
+        assert self._client is not None, "connect() first"
+        await self._client.publish(channel, message)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
+        assert self._client is not None, "connect() first"
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(channel)
+
+        async def texts() -> AsyncIterator[str]:
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    data = message["data"]
+                    yield data.decode() if isinstance(data, bytes) else str(data)
+
+        try:
+            yield texts()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
 def create_broadcast(url: str) -> Broadcast:
+    if urlparse(url).scheme in ("redis", "rediss"):
+        return RedisBroadcast(url)
     return BroadcasterBroadcast(url)

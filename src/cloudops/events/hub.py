@@ -4,6 +4,13 @@ The process subscribes to the backend once and fans out locally, so N subscriber
 one deserialization per event and no database query. Each subscriber has a bounded
 buffer: one that falls behind is ended with :class:`SubscriberOverflow` (it resumes with
 ``afterSequence``) and nobody else waits for it.
+
+The backend connection is supervised. broadcaster hangs a subscriber forever after its
+Redis or PostgreSQL connection drops (encode/broadcaster#144), so the hub sends itself a
+heartbeat through the backend; when one does not come back in time, every subscriber is
+ended with :class:`BroadcastLost` (they resume with ``afterSequence``) and the hub
+reconnects with backoff. Publishing while disconnected fails fast; the database still has
+every event, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +29,7 @@ from cloudops.events.records import EventRecord
 log = logging.getLogger(__name__)
 
 CHANNEL = "cloudops.task_events"
+HEARTBEAT_PREFIX = "hb:"
 
 
 class SubscriptionEnded(Exception):
@@ -38,6 +48,10 @@ class BroadcastLost(SubscriptionEnded):
     """The broadcast backend went away; resume with afterSequence once it is back."""
 
     code = "BROADCAST_LOST"
+
+
+class BroadcastUnavailable(Exception):
+    """Publishing is not possible right now (the backend is disconnected)."""
 
 
 EventFilter = Callable[[EventRecord], bool]
@@ -81,57 +95,175 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, broadcast: Broadcast, *, buffer_size: int = 1000) -> None:
-        self._broadcast = broadcast
+    def __init__(
+        self,
+        broadcast_factory: Callable[[], Broadcast],
+        *,
+        buffer_size: int = 1000,
+        heartbeat_interval: float = 1.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._factory = broadcast_factory
         self._buffer_size = buffer_size
+        self._heartbeat_interval = heartbeat_interval
+        self._connect_timeout = connect_timeout
         self._subscriptions: set[Subscription] = set()
-        self._pump: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
+        self._current: Broadcast | None = None
+        self._connected = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self.backend_name = broadcast_factory().name
 
     @property
-    def backend_name(self) -> str:
-        return self._broadcast.name
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Until the backend is connected (for callers that need live events now)."""
+        await self._connected.wait()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
 
     async def start(self) -> None:
-        await self._broadcast.connect()
-        self._pump = asyncio.create_task(self._run(), name="event-hub-pump")
-        await self._ready.wait()
+        """Connect; if the backend is down, start anyway and keep trying in the background
+        (tasks run without it, subscribers catch up from the database)."""
+        self._supervisor = asyncio.create_task(self._supervise(), name="event-hub")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+        if not self.connected:
+            log.warning(
+                "broadcast backend not reachable yet; retrying in the background",
+                extra={"action": "broadcast_down", "backend": self.backend_name},
+            )
 
     async def stop(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-        for sub in list(self._subscriptions):
-            sub.end(SubscriptionEnded("server shutting down"))
-        await self._broadcast.disconnect()
+                await self._supervisor
+        self._end_all(SubscriptionEnded("server shutting down; resubscribe with afterSequence"))
 
     async def publish(self, event: EventRecord) -> None:
-        await self._broadcast.publish(CHANNEL, event.to_json())
+        await self._publish_text(event.to_json())
+
+    async def _publish_text(self, text: str) -> None:
+        broadcast = self._current
+        if broadcast is None or not self.connected:
+            raise BroadcastUnavailable(f"{self.backend_name} broadcast is disconnected")
+        async with asyncio.timeout(max(self._heartbeat_interval, 1.0) * 2):
+            await broadcast.publish(CHANNEL, text)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, matches: EventFilter) -> AsyncIterator[Subscription]:
         sub = Subscription(matches, self._buffer_size)
+        if not self.connected:
+            # Handed out already ended: a replay from the database still works, and the
+            # live part tells the client to come back.
+            sub.end(
+                BroadcastLost(
+                    f"{self.backend_name} broadcast is disconnected; "
+                    "resubscribe with afterSequence in a moment"
+                )
+            )
         self._subscriptions.add(sub)
         try:
             yield sub
         finally:
             self._subscriptions.discard(sub)
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscriptions)
+    # -- supervision ------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        backoff = 0.2
+        while True:
+            broadcast = self._factory()
+            listening: contextlib.AbstractAsyncContextManager[AsyncIterator[str]] | None = None
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await broadcast.connect()
+                    listening = broadcast.listen(CHANNEL)
+                    messages = await listening.__aenter__()
+                self._current = broadcast
+                self._connected.set()
+                log.info(
+                    "broadcast connected",
+                    extra={"action": "broadcast_connected", "backend": self.backend_name},
+                )
+                backoff = 0.2
+                await self._pump(messages)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "broadcast connection lost: %s",
+                    exc or type(exc).__name__,
+                    extra={"action": "broadcast_lost", "backend": self.backend_name},
+                )
+            finally:
+                was_connected = self.connected
+                self._connected.clear()
+                self._current = None
+                if was_connected:
+                    self._end_all(
+                        BroadcastLost(
+                            f"{self.backend_name} broadcast connection lost; resubscribe "
+                            "with afterSequence to resume"
+                        )
+                    )
+                if listening is not None:
+                    await self._quietly(listening.__aexit__(None, None, None))
+                await self._quietly(broadcast.disconnect())
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
-    async def _run(self) -> None:
-        async with self._broadcast.listen(CHANNEL) as messages:
-            self._ready.set()
+    async def _pump(self, messages: AsyncIterator[str]) -> None:
+        """Fan out until the backend stops answering our own heartbeats."""
+        token = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"
+        last_seen = time.monotonic()
+
+        async def read() -> None:
+            nonlocal last_seen
             async for text in messages:
+                if text.startswith(HEARTBEAT_PREFIX):
+                    if text == token:
+                        last_seen = time.monotonic()
+                    continue
                 try:
                     event = EventRecord.from_json(text)
                 except (ValueError, KeyError, TypeError):
                     log.warning(
-                        "dropped malformed broadcast message", extra={"action": "bad_event"}
+                        "dropped a malformed broadcast message", extra={"action": "bad_event"}
                     )
                     continue
                 for sub in list(self._subscriptions):
                     sub.offer(event)
+            raise ConnectionError("broadcast stream ended")
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self._heartbeat_interval)
+                await self._publish_text(token)
+                if time.monotonic() - last_seen > 3 * self._heartbeat_interval:
+                    raise ConnectionError("heartbeat not echoed by the broadcast backend")
+
+        reader = asyncio.create_task(read())
+        beater = asyncio.create_task(beat())
+        try:
+            done, _ = await asyncio.wait({reader, beater}, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                finished.result()  # re-raise why it ended
+        finally:
+            for running in (reader, beater):
+                running.cancel()
+            await asyncio.wait({reader, beater})
+
+    def _end_all(self, reason: SubscriptionEnded) -> None:
+        for sub in list(self._subscriptions):
+            sub.end(reason)
+
+    @staticmethod
+    async def _quietly(awaitable: object) -> None:
+        """Tear down a connection that may be dead without hanging on it."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await awaitable  # type: ignore[misc]

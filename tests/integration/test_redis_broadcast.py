@@ -1,0 +1,111 @@
+"""Redis fan-out between processes, and what happens when Redis goes away and comes back.
+
+Each test runs its own redis-server, so it can be killed without touching anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cloudops.domain import EventKind, TaskStatus, TaskType
+from cloudops.events.broadcast import create_broadcast
+from cloudops.events.hub import BroadcastLost, BroadcastUnavailable, EventHub
+from cloudops.events.records import EventRecord
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def event(sequence: int) -> EventRecord:
+    return EventRecord(
+        "e",
+        "t1",
+        sequence,
+        EventKind.LOG,
+        datetime.now(UTC),
+        TaskStatus.RUNNING,
+        0.5,
+        "k8s:a/b",
+        TaskType.RESTART_WORKLOAD,
+        None,
+        None,
+        "hello",
+        None,
+    )
+
+
+def hub_on(url: str) -> EventHub:
+    return EventHub(lambda: create_broadcast(url), heartbeat_interval=0.2, connect_timeout=2)
+
+
+async def reconnected(hub: EventHub) -> None:
+    async with asyncio.timeout(15):
+        await hub.wait_connected()
+
+
+async def test_an_event_published_in_one_process_reaches_another(redis_server: RedisServer) -> None:
+    publisher, listener = hub_on(redis_server.url), hub_on(redis_server.url)
+    await publisher.start()
+    await listener.start()
+    try:
+        assert publisher.backend_name == "redis" and listener.connected
+        async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
+            await publisher.publish(event(1))
+            async with asyncio.timeout(5):
+                received = await anext(aiter(sub))
+        assert received == event(1) or received.sequence == 1
+    finally:
+        await publisher.stop()
+        await listener.stop()
+
+
+async def test_redis_down_ends_subscribers_fast_and_the_hub_comes_back(
+    redis_server: RedisServer,
+) -> None:
+    hub = hub_on(redis_server.url)
+    await hub.start()
+    try:
+        async with hub.subscribe(lambda e: True) as sub:
+            redis_server.stop()
+            # The subscriber is told within a few heartbeats instead of hanging forever.
+            async with asyncio.timeout(10):
+                with pytest.raises(BroadcastLost):
+                    async for _ in sub:
+                        pass
+        assert not hub.connected
+        with pytest.raises(BroadcastUnavailable):
+            await hub.publish(event(2))
+        async with hub.subscribe(lambda e: True) as early:
+            assert early.ended, "a subscription opened while disconnected must say so"
+        redis_server.start()
+        await reconnected(hub)
+        async with hub.subscribe(lambda e: e.sequence == 3) as sub:
+            await hub.publish(event(3))
+            async with asyncio.timeout(5):
+                assert (await anext(aiter(sub))).sequence == 3
+    finally:
+        await hub.stop()
+
+
+async def test_the_hub_starts_while_redis_is_down(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)  # not started yet
+    hub = hub_on(server.url)
+    await hub.start()
+    try:
+        assert not hub.connected
+        server.start()
+        await reconnected(hub)
+    finally:
+        await hub.stop()
+        server.stop()
