@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import strawberry
 from sqlalchemy import ColumnElement, and_, func, or_, select
@@ -11,6 +12,8 @@ from cloudops.db import models
 from cloudops.graphql.enums import TaskStatus, TaskType
 from cloudops.graphql.pagination import decode_cursor, encode_cursor, page_size
 from cloudops.graphql.types import Info, PageInfo, Project, Task
+
+RowT = TypeVar("RowT", models.Task, models.Project)
 
 
 @strawberry.input
@@ -62,6 +65,47 @@ class ProjectConnection:
     total_count: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Page(Generic[RowT]):
+    rows: list[RowT]
+    has_next_page: bool
+    total: int
+
+
+async def _keyset_page(
+    info: Info,
+    model: type[RowT],
+    conditions: list[Any],
+    first: int | None,
+    after: str | None,
+    *,
+    newest_first: bool,
+) -> _Page[RowT]:
+    """One page ordered by (created_at, id), after an opaque cursor, with the total count."""
+    size = page_size(first)
+    created: Any = model.created_at
+    row_id: Any = model.id
+    page_conditions = list(conditions)
+    if after is not None:
+        at, last_id = decode_cursor(after)
+        if newest_first:
+            page_conditions.append(or_(created < at, and_(created == at, row_id < last_id)))
+        else:
+            page_conditions.append(or_(created > at, and_(created == at, row_id > last_id)))
+    order = (created.desc(), row_id.desc()) if newest_first else (created, row_id)
+    async with info.context.runtime.db.read() as session:
+        result = await session.execute(
+            select(model).where(*page_conditions).order_by(*order).limit(size + 1)
+        )
+        rows = list(result.scalars())
+        total = await session.scalar(select(func.count()).select_from(model).where(*conditions))
+    return _Page(rows[:size], len(rows) > size, int(total or 0))
+
+
+def _page_info(cursors: list[str], has_next_page: bool) -> PageInfo:
+    return PageInfo(has_next_page=has_next_page, end_cursor=cursors[-1] if cursors else None)
+
+
 async def task_connection(
     info: Info,
     first: int | None,
@@ -70,67 +114,31 @@ async def task_connection(
     scope: list[ColumnElement[bool]] | None = None,
 ) -> TaskConnection:
     """Newest first: ordered by (createdAt, id) descending."""
-    size = page_size(first)
-    T = models.Task
-    conditions: list[Any] = [T.organization_id == info.context.viewer.organization_id]
+    conditions: list[Any] = [models.Task.organization_id == info.context.viewer.organization_id]
     conditions += scope or []
     if task_filter is not None:
         conditions += task_filter.conditions()
-    page_conditions = list(conditions)
-    if after is not None:
-        at, last_id = decode_cursor(after)
-        page_conditions.append(or_(T.created_at < at, and_(T.created_at == at, T.id < last_id)))
-    async with info.context.runtime.db.read() as session:
-        rows = list(
-            (
-                await session.execute(
-                    select(T)
-                    .where(*page_conditions)
-                    .order_by(T.created_at.desc(), T.id.desc())
-                    .limit(size + 1)
-                )
-            ).scalars()
-        )
-        total = await session.scalar(select(func.count()).select_from(T).where(*conditions))
+    page = await _keyset_page(info, models.Task, conditions, first, after, newest_first=True)
     edges = [
-        TaskEdge(cursor=encode_cursor(r.created_at, r.id), node=Task.from_row(r))
-        for r in rows[:size]
+        TaskEdge(cursor=encode_cursor(r.created_at, r.id), node=Task.from_row(r)) for r in page.rows
     ]
     return TaskConnection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None
-        ),
-        total_count=int(total or 0),
+        total_count=page.total,
+        page_info=_page_info([e.cursor for e in edges], page.has_next_page),
     )
 
 
 async def project_connection(info: Info, first: int | None, after: str | None) -> ProjectConnection:
     """Oldest first: ordered by (createdAt, id) ascending."""
-    size = page_size(first)
-    P = models.Project
-    conditions: list[Any] = [P.organization_id == info.context.viewer.organization_id]
-    page_conditions = list(conditions)
-    if after is not None:
-        at, last_id = decode_cursor(after)
-        page_conditions.append(or_(P.created_at > at, and_(P.created_at == at, P.id > last_id)))
-    async with info.context.runtime.db.read() as session:
-        rows = list(
-            (
-                await session.execute(
-                    select(P).where(*page_conditions).order_by(P.created_at, P.id).limit(size + 1)
-                )
-            ).scalars()
-        )
-        total = await session.scalar(select(func.count()).select_from(P).where(*conditions))
+    conditions: list[Any] = [models.Project.organization_id == info.context.viewer.organization_id]
+    page = await _keyset_page(info, models.Project, conditions, first, after, newest_first=False)
     edges = [
         ProjectEdge(cursor=encode_cursor(r.created_at, r.id), node=Project.from_row(r))
-        for r in rows[:size]
+        for r in page.rows
     ]
     return ProjectConnection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None
-        ),
-        total_count=int(total or 0),
+        total_count=page.total,
+        page_info=_page_info([e.cursor for e in edges], page.has_next_page),
     )
