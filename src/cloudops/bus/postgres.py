@@ -147,13 +147,14 @@ class PostgresSessionBus:
             self._wake.clear()
             try:
                 delivery = await self._try_claim()
-            except (OSError, asyncpg.PostgresError, ConnectionError) as exc:
-                log.warning("bus claim failed: %s", exc, extra={"action": "bus_claim_failed"})
-                delivery = None
-            except Exception as exc:  # SQLAlchemy wraps driver errors
-                if "connection" not in str(exc).lower():
-                    raise
-                log.warning("bus claim failed: %s", exc, extra={"action": "bus_claim_failed"})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Whatever the database says while it restarts or is unreachable (driver
+                # errors come wrapped in several ways), the answer is to wait and try again.
+                log.warning(
+                    "bus claim failed; retrying: %s", exc, extra={"action": "bus_claim_failed"}
+                )
                 delivery = None
             if delivery is not None:
                 return delivery

@@ -86,9 +86,19 @@ class Worker:
             except BusClosed:
                 self._slots.release()
                 return
-            except BaseException:
+            except asyncio.CancelledError:
                 self._slots.release()
                 raise
+            except Exception:
+                # The loop must outlive any outage: a dead loop is a worker that silently
+                # stops taking work while its process looks healthy.
+                self._slots.release()
+                log.exception(
+                    "receiving from the bus failed; retrying",
+                    extra={"action": "bus_receive_failed"},
+                )
+                await asyncio.sleep(1.0)
+                continue
             run = asyncio.create_task(
                 self._handle(delivery), name=f"task-{delivery.message.task_id}"
             )
@@ -112,7 +122,7 @@ class Worker:
             raise
         except Exception:
             log.exception(
-                "worker failed to run a task; it stays queued",
+                "worker failed to run a task; it runs again once its session is free",
                 extra={"action": "task_run_error", "task_id": task_id},
             )
             await asyncio.sleep(1.0)  # a broken database must not become a hot loop
