@@ -15,8 +15,17 @@ from cloudops.domain import FINAL_STATUSES
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
 from cloudops.settings import Settings
+from tests import pg
 
 RuntimeFactory = Callable[..., Runtime]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return pg.describe()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    pg.drop_created_databases()
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:

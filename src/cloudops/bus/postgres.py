@@ -81,6 +81,16 @@ SELECT min(run_after) FROM tasks WHERE status = 'QUEUED' AND run_after > now()
 """)
 
 
+_REMOVABLE = text("""
+SELECT t.queue_seq,
+       EXISTS (SELECT 1 FROM bus_sessions s WHERE s.entity_id = :entity
+               AND s.owner IS NOT NULL AND s.lease_until > now()) AS held,
+       (SELECT min(o.queue_seq) FROM tasks o WHERE o.entity_id = :entity AND o.id <> :task
+               AND o.status IN ('QUEUED', 'RUNNING')) AS head_seq
+FROM tasks t WHERE t.id = :task AND t.entity_id = :entity
+""")
+
+
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
@@ -159,8 +169,11 @@ class PostgresSessionBus:
             if delivery is not None:
                 return delivery
             timeout = await self._sleep_for()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives together with the wake-up, and stop() would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _sleep_for(self) -> float:
         try:
@@ -218,20 +231,19 @@ class PostgresSessionBus:
         await self._release(delivery)
 
     async def remove(self, task_id: str, session_id: str) -> bool:
-        """The caller has marked the task CANCELLED, so no claim will return it; it is only
-        'in flight' if it is the head of a held session."""
+        """The caller has already marked the task CANCELLED, so no claim will return it.
+        It was in flight only if its entity's session is held and it is that session's
+        head (no QUEUED/RUNNING task of the entity comes before it)."""
         async with self._db.read() as session:
             row = (
-                await session.execute(
-                    text("""
-                SELECT s.owner FROM bus_sessions s
-                WHERE s.entity_id = :entity AND s.owner IS NOT NULL AND s.lease_until > now()
-            """),
-                    {"entity": session_id},
-                )
+                await session.execute(_REMOVABLE, {"task": task_id, "entity": session_id})
             ).one_or_none()
-        await self._notify()
-        return row is None
+        if row is None:
+            return False
+        in_flight = bool(row.held) and (row.head_seq is None or row.queue_seq < row.head_seq)
+        if not in_flight:
+            await self._notify()
+        return not in_flight
 
     async def holds(self, delivery: Delivery) -> bool:
         if delivery.lease is None:

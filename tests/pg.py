@@ -1,0 +1,293 @@
+"""PostgreSQL for the tests: one migrated template per test session, a fresh copy per test.
+
+The server is ``CLOUDOPS_TEST_POSTGRES`` (an asyncpg DSN of its ``postgres`` database),
+by default ``postgresql://postgres@127.0.0.1:5432/postgres``. Once per test session the
+first user creates ``cloudops_test_template_<pid>`` and runs :func:`cloudops.db.migrate.migrate`
+into it; every test database is then a ``CREATE DATABASE ... TEMPLATE`` copy of it (about
+100 ms instead of a migration, and made ahead of time in a helper thread). Every database
+created here is dropped again: after its test (in the helper thread), and whatever is left
+by :func:`drop_created_databases` at the end of the test session.
+
+PostgreSQL is optional for a local run: when it cannot be reached, :func:`require_postgres`
+(the one place that decides) skips the test and says why. CI sets
+``CLOUDOPS_REQUIRE_POSTGRES=1``, which turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import os
+import threading
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+
+from cloudops.db.engine import Database
+from cloudops.db.migrate import migrate
+
+T = TypeVar("T")
+
+#: asyncpg DSN of the server's maintenance database.
+ADMIN_DSN = os.environ.get(
+    "CLOUDOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+#: Fail instead of skipping when PostgreSQL is not reachable (set in CI).
+REQUIRED = os.environ.get("CLOUDOPS_REQUIRE_POSTGRES", "") not in ("", "0", "false", "no")
+
+TEMPLATE = f"cloudops_test_template_{os.getpid()}"
+DATABASE_PREFIX = "cloudops_t_"
+
+_created: set[str] = set()
+_created_lock = threading.Lock()
+_template_lock = threading.Lock()
+_template_ready = False
+
+
+def _in_own_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a private event loop in a helper thread (callable from
+    sync code and from inside a running loop alike)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tests-pg") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _server_root() -> str:
+    """The DSN without its database name: ``postgresql://user@host:port``."""
+    return ADMIN_DSN.rsplit("/", 1)[0]
+
+
+def sqlalchemy_url(database: str) -> str:
+    return f"{_server_root().replace('postgresql://', 'postgresql+asyncpg://', 1)}/{database}"
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?", 1)[0]
+
+
+def _quote(name: str) -> str:
+    assert name.replace("_", "").isalnum(), name
+    return f'"{name}"'
+
+
+async def _admin() -> asyncpg.Connection:
+    return await asyncpg.connect(ADMIN_DSN, timeout=5)
+
+
+# -- availability ---------------------------------------------------------------------
+
+
+async def _probe() -> str | None:
+    try:
+        conn = await _admin()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        version = await conn.fetchval("SHOW server_version_num")
+    finally:
+        await conn.close()
+    if int(version) < 130000:
+        return f"server version {version} is older than 13"
+    return None
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Why PostgreSQL cannot be used (None when it can); asked once per test session."""
+    return _in_own_loop(_probe())
+
+
+def pg_available() -> bool:
+    return unavailable_reason() is None
+
+
+def describe() -> str:
+    """One line for the pytest report header."""
+    reason = unavailable_reason()
+    if reason is None:
+        return f"postgresql: {ADMIN_DSN} (template {TEMPLATE})"
+    action = "FAIL (CLOUDOPS_REQUIRE_POSTGRES)" if REQUIRED else "be SKIPPED"
+    return f"postgresql: NOT reachable at {ADMIN_DSN} ({reason}); PostgreSQL tests will {action}"
+
+
+def require_postgres() -> None:
+    """Skip (or, in CI, fail) the calling test when PostgreSQL is not reachable.
+
+    The only place that lets a test skip for want of PostgreSQL."""
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    message = f"PostgreSQL is not reachable at {ADMIN_DSN}: {reason}"
+    if REQUIRED:
+        pytest.fail(f"{message} (CLOUDOPS_REQUIRE_POSTGRES is set)", pytrace=False)
+    pytest.skip(message)
+
+
+# -- the template -------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _drop_dead_templates(conn: asyncpg.Connection) -> None:
+    """Drop the templates of test sessions on this host that died without cleaning up
+    (killed); ours, if a leftover of an earlier session with our pid, too."""
+    names = await conn.fetch(
+        "SELECT datname FROM pg_database d WHERE datname LIKE 'cloudops\\_test\\_template\\_%'"
+        " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)"
+    )
+    for (name,) in names:
+        pid = name.rsplit("_", 1)[1]
+        if pid.isdigit() and (name == TEMPLATE or not _alive(int(pid))):
+            await _drop(conn, name)
+
+
+async def _build_template() -> None:
+    conn = await _admin()
+    try:
+        await _drop_dead_templates(conn)
+        await conn.execute(f"CREATE DATABASE {_quote(TEMPLATE)}")
+    finally:
+        await conn.close()
+    with _created_lock:
+        _created.add(TEMPLATE)
+    db = Database(sqlalchemy_url(TEMPLATE))
+    try:
+        await migrate(db)
+    finally:
+        await db.dispose()
+
+
+def ensure_template() -> str:
+    """Create and migrate this session's template database once; its name."""
+    global _template_ready
+    with _template_lock:
+        if not _template_ready:
+            atexit.register(drop_created_databases)  # also outside pytest (scripts)
+            _in_own_loop(_build_template())
+            _template_ready = True
+    return TEMPLATE
+
+
+# -- test databases -------------------------------------------------------------------
+
+#: Copies of the template made ahead of time (in a helper thread, while tests run), so
+#: that a test rarely waits for CREATE DATABASE. Drops run there too.
+PREFETCH = 2
+
+_ready: deque[Future[str]] = deque()
+_pool_lock = threading.Lock()
+_housekeeper: ThreadPoolExecutor | None = None
+
+
+def _in_background(job: Callable[[], Coroutine[Any, Any, T]]) -> Future[T]:
+    """Run ``job()`` on the helper thread (one at a time, in order)."""
+    global _housekeeper
+    with _pool_lock:
+        if _housekeeper is None:
+            _housekeeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tests-pg-bg")
+        return _housekeeper.submit(lambda: asyncio.run(job()))
+
+
+async def _create(template: str | None) -> str:
+    name = f"{DATABASE_PREFIX}{uuid.uuid4().hex}"
+    conn = await _admin()
+    try:
+        clause = f" TEMPLATE {_quote(template)}" if template else ""
+        await conn.execute(f"CREATE DATABASE {_quote(name)}{clause}")
+        # Tests need no durability: commits need not wait for the disk (visibility and
+        # locking are unchanged). Not inherited from a template, so set on every copy.
+        await conn.execute(f"ALTER DATABASE {_quote(name)} SET synchronous_commit TO off")
+    finally:
+        await conn.close()
+    with _created_lock:
+        _created.add(name)
+    return sqlalchemy_url(name)
+
+
+async def fresh_database() -> str:
+    """A new database with the schema at head and the default organization (a copy of
+    the template); its SQLAlchemy URL. Skips the test when PostgreSQL is not reachable."""
+    require_postgres()
+    template = await asyncio.to_thread(ensure_template)
+    with _pool_lock:
+        ready = len(_ready)
+    for _ in range(PREFETCH + 1 - ready):
+        future = _in_background(lambda: _create(template))
+        with _pool_lock:
+            _ready.append(future)
+    with _pool_lock:
+        first = _ready.popleft()
+    return await asyncio.wrap_future(first)
+
+
+async def empty_database() -> str:
+    """A new database without any table (for migration tests); its SQLAlchemy URL."""
+    require_postgres()
+    return await _create(None)
+
+
+async def _drop(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = $1 AND pid <> pg_backend_pid()",
+        name,
+    )
+    await conn.execute(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
+    with _created_lock:
+        _created.discard(name)
+
+
+async def _drop_all(names: list[str]) -> None:
+    conn = await _admin()
+    try:
+        for name in names:
+            await _drop(conn, name)
+    finally:
+        await conn.close()
+
+
+async def drop_database(url: str) -> None:
+    """Drop a database made by :func:`fresh_database` or :func:`empty_database`, in the
+    background (its connections are terminated first; the session's end waits for it)."""
+    name = database_name(url)
+    _in_background(lambda: _drop_all([name]))
+
+
+def drop_created_databases() -> None:
+    """Drop every database this test session created, the template included (called from
+    ``pytest_sessionfinish``); waits for the background work first."""
+    global _housekeeper, _template_ready
+    with _pool_lock:
+        housekeeper, _housekeeper = _housekeeper, None
+        _ready.clear()
+    if housekeeper is not None:
+        housekeeper.shutdown(wait=True)
+    with _created_lock:
+        names = sorted(_created, key=lambda name: name == TEMPLATE)  # the template last
+    _template_ready = False
+    if names:
+        _in_own_loop(_drop_all(names))
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh migrated database for one test, dropped at teardown (skips without
+    PostgreSQL)."""
+    url = await fresh_database()
+    try:
+        yield url
+    finally:
+        await drop_database(url)
