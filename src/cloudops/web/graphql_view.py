@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import (
@@ -24,7 +26,13 @@ from cloudops.runtime import Runtime
 
 
 class CloudOpsGraphQL(GraphQL[Context, None]):
-    def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        authenticator: Authenticator,
+        *,
+        graphiql_page: Path | None = None,
+    ) -> None:
         settings = runtime.settings
         protocols = [GRAPHQL_TRANSPORT_WS_PROTOCOL]
         if settings.ws_legacy_protocol:
@@ -42,6 +50,18 @@ class CloudOpsGraphQL(GraphQL[Context, None]):
         )
         self.runtime = runtime
         self.authenticator = authenticator
+        self.graphiql_page = graphiql_page
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Browsers asking for /graphql get our own GraphiQL build (bundled by the front end,
+        so it works offline), not Strawberry's page, which loads its scripts from a CDN.
+        Strawberry's page stays the fallback while the front end is not built."""
+        page = self.graphiql_page
+        if page is not None and page.is_file():
+            return HTMLResponse(
+                page.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"}
+            )
+        return await super().render_graphql_ide(request)
 
     def parse_json(self, data: str | bytes) -> Any:
         """Strawberry answers 500 for a body that is valid JSON but not an object, or not
