@@ -1,8 +1,17 @@
-"""Shared fixtures: a real runtime on a real SQLite file in a temporary directory."""
+"""Shared fixtures: a real runtime on a real database, SQLite and PostgreSQL.
+
+``runtime_factory`` (and so ``runtime``) is parametrized over the two backends the control
+plane supports: "sqlite" is the embedded default (a SQLite file in the test's temporary
+directory and the in-process bus); "postgres" is a fresh PostgreSQL database (a copy of the
+migrated template of :mod:`tests.pg`) with the PostgreSQL session bus, with short leases
+and a fast poll so that the tests stay fast. ``make_settings`` is unchanged, SQLite only:
+the API and acceptance tests build their settings with it and run on SQLite.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +25,23 @@ from cloudops.runtime import Runtime
 from cloudops.services import inputs
 from cloudops.settings import Settings
 from tests import pg
+from tests.pg import postgres_url  # noqa: F401  (the fixture, for every test)
 
 RuntimeFactory = Callable[..., Runtime]
+
+#: The backends every ``runtime``/``runtime_factory`` test runs on (the fixture's param ids).
+BACKENDS = ["sqlite", "postgres"]
+
+#: Bound for Runtime.stop() at teardown: the shutdown grace (2s) and then some.
+STOP_TIMEOUT = 10.0
+
+#: Settings of the "postgres" backend besides its database: short leases (a heartbeat
+#: every second) and a fast poll for lost notifications and expired leases.
+POSTGRES_SETTINGS: dict[str, Any] = {
+    "bus": "postgres",
+    "lease_seconds": 3.0,
+    "bus_poll_interval": 0.2,
+}
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -42,21 +66,69 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-@pytest.fixture
-async def runtime_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """Start runtimes on one database; every one still running is stopped at teardown."""
+@pytest.fixture(params=BACKENDS)
+async def runtime_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start runtimes on one database of the param's backend; every one still running is
+    stopped at teardown (and the PostgreSQL database dropped)."""
+    backend: str = request.param
+    base: dict[str, Any] = {}
+    url: str | None = None
+    if backend == "postgres":
+        url = await pg.fresh_database()  # skips, saying why, without PostgreSQL
+        base = {"database_url": url, **POSTGRES_SETTINGS}
     started: list[Runtime] = []
 
     async def start(*, run_worker: bool = True, **overrides: Any) -> Runtime:
-        runtime = Runtime.build(make_settings(tmp_path, **overrides), run_worker=run_worker)
+        settings = make_settings(tmp_path, **{**base, **overrides})
+        runtime = Runtime.build(settings, run_worker=run_worker)
         await runtime.start()
         started.append(runtime)
         return runtime
 
-    yield start
-    for runtime in started:
-        if runtime._started:
+    problems: list[str] = []
+    try:
+        yield start
+    finally:
+        for runtime in started:
+            if runtime._started:
+                problem = await stop_within(runtime, STOP_TIMEOUT)
+                if problem is not None:
+                    problems.append(problem)
+        if url is not None:
+            await pg.drop_database(url)
+    if problems:
+        pytest.fail(f"stopping a runtime ({backend}) failed: {'; '.join(problems)}", pytrace=False)
+
+
+async def stop_within(runtime: Runtime, timeout: float) -> str | None:
+    """Stop ``runtime``; what went wrong, if anything. A stop() that hangs or fails is
+    finished by force (closing the bus ends every receive() with BusClosed), so that the
+    next test is not affected."""
+    try:
+        async with asyncio.timeout(timeout) as deadline:
             await runtime.stop()
+        if not deadline.expired():
+            return None
+        # The deadline's cancel reached stop() but was swallowed on the way (Worker.stop
+        # suppresses the CancelledError of its receive loop): stop() hung all the same.
+        raise TimeoutError
+    except TimeoutError:
+        problem = (
+            f"Runtime.stop() did not return within {timeout}s: the worker never finished "
+            "stopping its receive loop, whose cancellation was swallowed (see "
+            "test_postgres_cancelled_receive_stops_even_when_woken_at_the_same_time in "
+            "tests/contract/test_session_bus.py)"
+        )
+    except Exception as exc:
+        problem = f"Runtime.stop() raised {exc!r}"
+    await runtime.bus.close()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        async with asyncio.timeout(timeout):
+            await runtime.stop()
+    await runtime.db.dispose()
+    return problem
 
 
 @pytest.fixture

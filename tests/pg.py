@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import functools
 import os
+import re
 import threading
 import uuid
 from collections import deque
@@ -43,6 +44,9 @@ REQUIRED = os.environ.get("CLOUDOPS_REQUIRE_POSTGRES", "") not in ("", "0", "fal
 
 TEMPLATE = f"cloudops_test_template_{os.getpid()}"
 DATABASE_PREFIX = "cloudops_t_"
+#: The comment on every database made here, followed by the pid of the test process: a
+#: later session drops the leftovers of a process that is gone.
+OWNER_NOTE = "cloudops tests, pid "
 
 _created: set[str] = set()
 _created_lock = threading.Lock()
@@ -51,8 +55,12 @@ _template_ready = False
 
 
 def _in_own_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion on a private event loop in a helper thread (callable from
-    sync code and from inside a running loop alike)."""
+    """Run ``coro`` to completion on a private event loop (callable from sync code, also at
+    exit, and from inside a running loop, by way of a helper thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # none here: run one
+        return asyncio.run(coro)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tests-pg") as pool:
         return pool.submit(asyncio.run, coro).result()
 
@@ -128,6 +136,10 @@ def require_postgres() -> None:
     pytest.skip(message)
 
 
+async def _sign(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(f"COMMENT ON DATABASE {_quote(name)} IS '{OWNER_NOTE}{os.getpid()}'")
+
+
 # -- the template -------------------------------------------------------------------------
 
 
@@ -141,24 +153,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _drop_dead_templates(conn: asyncpg.Connection) -> None:
-    """Drop the templates of test sessions on this host that died without cleaning up
-    (killed); ours, if a leftover of an earlier session with our pid, too."""
-    names = await conn.fetch(
-        "SELECT datname FROM pg_database d WHERE datname LIKE 'cloudops\\_test\\_template\\_%'"
+async def _drop_leftovers(conn: asyncpg.Connection) -> None:
+    """Drop the databases of test sessions on this host that died without cleaning up
+    (killed): each one's comment names the process that made it. Also a template of
+    ours left by an earlier session with our pid."""
+    rows = await conn.fetch(
+        "SELECT datname, shobj_description(oid, 'pg_database') AS note FROM pg_database d"
+        " WHERE (datname LIKE 'cloudops\\_t\\_%' OR datname LIKE 'cloudops\\_test\\_template\\_%')"
         " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)"
     )
-    for (name,) in names:
-        pid = name.rsplit("_", 1)[1]
-        if pid.isdigit() and (name == TEMPLATE or not _alive(int(pid))):
+    for name, note in rows:
+        owner = re.fullmatch(rf"{re.escape(OWNER_NOTE)}(\d+)", note or "")
+        if owner is None:
+            continue  # not made by this module: not ours to judge
+        pid = int(owner.group(1))
+        if (name == TEMPLATE and pid == os.getpid()) or not _alive(pid):
             await _drop(conn, name)
 
 
 async def _build_template() -> None:
     conn = await _admin()
     try:
-        await _drop_dead_templates(conn)
+        await _drop_leftovers(conn)
         await conn.execute(f"CREATE DATABASE {_quote(TEMPLATE)}")
+        await _sign(conn, TEMPLATE)
     finally:
         await conn.close()
     with _created_lock:
@@ -183,9 +201,10 @@ def ensure_template() -> str:
 
 # -- test databases -------------------------------------------------------------------
 
-#: Copies of the template made ahead of time (in a helper thread, while tests run), so
-#: that a test rarely waits for CREATE DATABASE. Drops run there too.
-PREFETCH = 2
+#: Copies of the template made ahead of time (in helper threads, while tests run), so
+#: that a test rarely waits for CREATE DATABASE (a few hundred ms on a busy machine).
+#: Drops run there too.
+PREFETCH = 3
 
 _ready: deque[Future[str]] = deque()
 _pool_lock = threading.Lock()
@@ -193,11 +212,11 @@ _housekeeper: ThreadPoolExecutor | None = None
 
 
 def _in_background(job: Callable[[], Coroutine[Any, Any, T]]) -> Future[T]:
-    """Run ``job()`` on the helper thread (one at a time, in order)."""
+    """Run ``job()`` on a helper thread (two at a time, in order)."""
     global _housekeeper
     with _pool_lock:
         if _housekeeper is None:
-            _housekeeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tests-pg-bg")
+            _housekeeper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tests-pg-bg")
         return _housekeeper.submit(lambda: asyncio.run(job()))
 
 
@@ -210,6 +229,7 @@ async def _create(template: str | None) -> str:
         # Tests need no durability: commits need not wait for the disk (visibility and
         # locking are unchanged). Not inherited from a template, so set on every copy.
         await conn.execute(f"ALTER DATABASE {_quote(name)} SET synchronous_commit TO off")
+        await _sign(conn, name)
     finally:
         await conn.close()
     with _created_lock:

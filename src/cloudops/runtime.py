@@ -86,7 +86,6 @@ class Runtime:
             bus=bus,
             registry=registry,
             artifacts=artifacts,
-            on_cancel=worker.signal_cancel if worker else _no_worker,
         )
         return cls(
             settings=settings,
@@ -143,7 +142,3 @@ class Runtime:
         await self.db.dispose()
         self._started = False
         log.info("control plane stopped", extra={"action": "stopped"})
-
-
-def _no_worker(_task_id: str) -> None:
-    return None

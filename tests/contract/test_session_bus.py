@@ -18,7 +18,7 @@ import bisect
 import contextlib
 import random
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,8 +66,8 @@ POSTGRES_POLL = 10.0
 async def open_bus(impl: str) -> AsyncIterator[SessionBus]:
     """A fresh, empty bus of the named implementation; closed on exit."""
     if impl == "postgres":
-        async with postgres_buses(1) as (bus,):
-            yield bus
+        async with postgres_buses(1) as (adapter,):
+            yield adapter
         return
     bus: SessionBus
     if impl == "memory":
@@ -254,6 +254,12 @@ class TaskTableBus:
     async def holds(self, delivery: Delivery) -> bool:
         return await self.bus.holds(delivery)
 
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        self.bus.on_cancel(callback)
+
+    async def request_cancel(self, task_id: str) -> None:
+        await self.bus.request_cancel(task_id)
+
     async def heartbeat(self, delivery: Delivery) -> bool:
         return await self.bus.heartbeat(delivery)
 
@@ -366,6 +372,33 @@ async def test_fifo_lower_order_published_while_in_flight(bus: SessionBus) -> No
     assert await bus.holds(held)
     await bus.complete(held)
     assert await drain(bus) == ["a1", "a6"]
+
+
+async def test_remove_lower_order_published_while_in_flight(bus: SessionBus) -> None:
+    # a5 is in flight when a1 arrives: a1 is queued (it runs next), not in flight.
+    await bus.publish(msg("a", 5))
+    held = await recv(bus)
+    await bus.publish(msg("a", 1))
+    assert await bus.remove("a1", "a") is True, (
+        "a1 is queued, not in flight (a5 is the held one): remove() must drop it and "
+        "return True, although a1 has the lowest order of its session"
+    )
+    assert await bus.holds(held), "removing a1 must not touch the in-flight a5"
+    await bus.complete(held)
+    await assert_nothing_receivable(bus, "a1 was removed and a5 completed")
+
+
+# -- cancel signals ------------------------------------------------------------------
+
+
+async def test_request_cancel_reaches_every_cancel_callback(bus: SessionBus) -> None:
+    heard: list[tuple[str, str]] = []
+    bus.on_cancel(lambda task_id: heard.append(("first", task_id)))
+    bus.on_cancel(lambda task_id: heard.append(("second", task_id)))
+    await bus.request_cancel("a1")
+    # This process's own callbacks are called before request_cancel returns: the worker
+    # beside the API that cancelled must not wait for a round trip.
+    assert {("first", "a1"), ("second", "a1")} <= set(heard), heard
 
 
 # -- guarantee 2: one message in flight per session ---------------------------------------
@@ -655,14 +688,7 @@ async def test_cancelled_receiver_does_not_swallow_wakeup(bus: SessionBus) -> No
     await asyncio.sleep(quiet(bus))
     assert not first.done() and not second.done()
     await bus.publish(msg("a", 1))
-    first.cancel()
-    await asyncio.wait({first}, timeout=WAIT)
-    if not first.done():
-        second.cancel()
-        pytest.fail(
-            f"BUG: receive() ignored cancel(): still running {WAIT}s after it was cancelled "
-            "(a worker that stops cancels its receive; this one would keep receiving)"
-        )
+    await cancel_receiver(bus, first, second)
     if first.cancelled():
         try:
             delivery = await asyncio.wait_for(second, WAIT)
@@ -675,10 +701,27 @@ async def test_cancelled_receiver_does_not_swallow_wakeup(bus: SessionBus) -> No
         )
     else:  # the first receiver got it before the cancel took effect: also fine
         delivery = first.result()
-        second.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await second
+        await cancel_receiver(bus, second)
     assert delivery.message == msg("a", 1)
+
+
+async def cancel_receiver(
+    bus: SessionBus, receiver: asyncio.Task[Delivery], *others: asyncio.Task[Delivery]
+) -> None:
+    """Cancel a pending receive(); fail if it is still running ``WAIT`` seconds later (after
+    closing the bus, which ends it and ``others`` with BusClosed)."""
+    receiver.cancel()
+    await asyncio.wait({receiver}, timeout=WAIT)
+    if receiver.done():
+        return
+    await bus.close()
+    for task in (receiver, *others):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT)
+    pytest.fail(
+        f"BUG: receive() ignored cancel(): still running {WAIT}s after it was cancelled "
+        "(a worker that stops cancels its receive; this one would keep receiving)"
+    )
 
 
 # -- property: random interleavings against a reference model ----------------------------
@@ -1080,3 +1123,15 @@ async def test_postgres_cancelled_receive_stops_even_when_woken_at_the_same_time
                 "receive loop (Runtime.stop() hangs)."
             )
         assert receiver.cancelled(), f"receive() ended with {receiver} instead of the cancel"
+
+
+async def test_postgres_cancel_request_reaches_the_other_process() -> None:
+    async with postgres_buses(2) as (api, worker):
+        heard: list[str] = []
+        worker.on_cancel(heard.append)
+        # The worker's LISTEN connection comes up in the background; a request sent before
+        # it listens is lost (the stored flag covers that), so keep asking until it hears.
+        async with asyncio.timeout(WAIT * 5):
+            while "a1" not in heard:
+                await api.request_cancel("a1")
+                await asyncio.sleep(0.1)

@@ -185,12 +185,13 @@ async def test_cancel_queued_task_never_starts(runtime_factory: Any) -> None:
 async def test_cancel_running_task_stops_inside_the_step(runtime_factory: Any) -> None:
     runtime: Runtime = await runtime_factory(step_delay=30.0)
     env = await make_environment(runtime)
-    slow = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
-    nxt = await runtime.tasks.deploy(inputs.Deploy(env.id, "2"))
-    assert slow.value and nxt.value
-    async with runtime.hub.subscribe(lambda e: e.task_id == slow.value.id) as sub:  # type: ignore[union-attr]
+    # Subscribed before deploying, so the first STEP_STARTED cannot slip by unseen.
+    async with runtime.hub.subscribe(lambda e: True) as sub:
+        slow = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
+        nxt = await runtime.tasks.deploy(inputs.Deploy(env.id, "2"))
+        assert slow.value and nxt.value
         async for event in sub:
-            if event.kind == EventKind.STEP_STARTED:
+            if event.task_id == slow.value.id and event.kind == EventKind.STEP_STARTED:
                 break
     result = await runtime.tasks.cancel(slow.value.id)
     assert result.ok

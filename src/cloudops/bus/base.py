@@ -11,6 +11,7 @@ Different sessions are independent and are received in parallel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -71,6 +72,14 @@ class SessionBus(Protocol):
 
     async def heartbeat(self, delivery: Delivery) -> bool:
         """Extend the holder's lease; False when it was lost (the holder must stop)."""
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(task_id)`` whenever :meth:`request_cancel` is called on any bus
+        sharing this one's queues (any process, for a shared bus)."""
+
+    async def request_cancel(self, task_id: str) -> None:
+        """Ask whoever runs ``task_id`` to stop it now (the caller has already stored the
+        request, so a missed signal only delays the stop to the holder's next write)."""
 
     async def close(self) -> None:
         """Stop: wake every waiting receiver with :class:`BusClosed`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -41,6 +42,7 @@ class InMemorySessionBus:
         self._fence = 0
         self._closed = False
         self._wakers: set[asyncio.Task[None]] = set()
+        self._cancel_callbacks: list[Callable[[str], None]] = []
 
     # -- publishing ---------------------------------------------------------------
     async def publish(self, message: TaskMessage) -> None:
@@ -128,6 +130,13 @@ class InMemorySessionBus:
 
     async def heartbeat(self, delivery: Delivery) -> bool:
         return await self.holds(delivery)
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        self._cancel_callbacks.append(callback)
+
+    async def request_cancel(self, task_id: str) -> None:
+        for callback in self._cancel_callbacks:
+            callback(task_id)
 
     async def close(self) -> None:
         async with self._cond:

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 import asyncpg
@@ -29,6 +30,8 @@ from cloudops.db.types import utcnow
 log = logging.getLogger(__name__)
 
 CHANNEL = "cloudops_bus"
+#: Payload: the id of a RUNNING task whose cancel was requested.
+CANCEL_CHANNEL = "cloudops_cancel"
 
 _CANDIDATES = text("""
 WITH heads AS (
@@ -62,7 +65,7 @@ ORDER BY queue_seq LIMIT 1
 """)
 
 _RELEASE = text("""
-UPDATE bus_sessions SET owner = NULL, lease_until = NULL
+UPDATE bus_sessions SET owner = NULL, lease_until = NULL, task_id = NULL
 WHERE entity_id = :entity AND owner = :owner AND fence = :fence
 """)
 
@@ -81,12 +84,14 @@ SELECT min(run_after) FROM tasks WHERE status = 'QUEUED' AND run_after > now()
 """)
 
 
-_REMOVABLE = text("""
-SELECT t.queue_seq,
-       EXISTS (SELECT 1 FROM bus_sessions s WHERE s.entity_id = :entity
-               AND s.owner IS NOT NULL AND s.lease_until > now()) AS held,
-       (SELECT min(o.queue_seq) FROM tasks o WHERE o.entity_id = :entity AND o.id <> :task
-               AND o.status IN ('QUEUED', 'RUNNING')) AS head_seq
+_HAND_OVER = text("""
+UPDATE bus_sessions SET task_id = :task
+WHERE entity_id = :entity AND owner = :owner AND fence = :fence
+""")
+
+_IN_FLIGHT = text("""
+SELECT EXISTS (SELECT 1 FROM bus_sessions s WHERE s.entity_id = :entity AND s.task_id = :task
+               AND s.owner IS NOT NULL AND s.lease_until > now()) AS in_flight
 FROM tasks t WHERE t.id = :task AND t.entity_id = :entity
 """)
 
@@ -109,6 +114,7 @@ class PostgresSessionBus:
         self._closed = False
         self._listener: asyncio.Task[None] | None = None
         self._claim_lock = asyncio.Lock()
+        self._cancel_callbacks: list[Callable[[str], None]] = []
 
     # -- wake-ups ------------------------------------------------------------------------
     def start_listening(self) -> None:
@@ -125,6 +131,7 @@ class PostgresSessionBus:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda *_args, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_args: self._wake.set())
+                await conn.add_listener(CANCEL_CHANNEL, self._on_cancel_notification)
                 self._wake.set()  # something may have happened while we were away
                 await lost.wait()
             except asyncio.CancelledError:
@@ -139,6 +146,34 @@ class PostgresSessionBus:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)
             await asyncio.sleep(1.0)
+
+    def _on_cancel_notification(
+        self, _conn: object, _pid: int, _channel: str, payload: str
+    ) -> None:
+        self._dispatch_cancel(payload)
+
+    def _dispatch_cancel(self, task_id: str) -> None:
+        for callback in self._cancel_callbacks:
+            try:
+                callback(task_id)
+            except Exception:
+                log.exception("cancel callback failed", extra={"action": "cancel_callback"})
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """Other processes' requests arrive through the listener, started here (call this
+        from a running event loop)."""
+        self._cancel_callbacks.append(callback)
+        self.start_listening()
+
+    async def request_cancel(self, task_id: str) -> None:
+        """Signal this process at once and every other one through NOTIFY (which reaches
+        this process too; stopping an attempt twice is harmless)."""
+        self._dispatch_cancel(task_id)
+        async with self._db.write() as session:
+            await session.execute(
+                text("SELECT pg_notify(:channel, :task)"),
+                {"channel": CANCEL_CHANNEL, "task": task_id},
+            )
 
     async def _notify(self) -> None:
         async with self._db.write() as session:
@@ -205,6 +240,10 @@ class PostgresSessionBus:
                             _RELEASE, {"entity": entity, "owner": self.owner, "fence": fence}
                         )
                         continue
+                    await session.execute(
+                        _HAND_OVER,
+                        {"entity": entity, "owner": self.owner, "fence": fence, "task": head.id},
+                    )
                 lease = Lease(entity, self.owner, int(fence))
                 message = TaskMessage(head.id, entity, head.queue_seq, head.run_after)
                 return Delivery(message, int(fence), lease)
@@ -232,15 +271,11 @@ class PostgresSessionBus:
 
     async def remove(self, task_id: str, session_id: str) -> bool:
         """The caller has already marked the task CANCELLED, so no claim will return it.
-        It was in flight only if its entity's session is held and it is that session's
-        head (no QUEUED/RUNNING task of the entity comes before it)."""
+        It was in flight only if a live lease on its entity was handed exactly this task."""
         async with self._db.read() as session:
-            row = (
-                await session.execute(_REMOVABLE, {"task": task_id, "entity": session_id})
-            ).one_or_none()
-        if row is None:
+            in_flight = await session.scalar(_IN_FLIGHT, {"task": task_id, "entity": session_id})
+        if in_flight is None:
             return False
-        in_flight = bool(row.held) and (row.head_seq is None or row.queue_seq < row.head_seq)
         if not in_flight:
             await self._notify()
         return not in_flight

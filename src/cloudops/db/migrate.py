@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from cloudops.db.engine import Database
@@ -29,10 +30,18 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+def _ensure_default_organization(connection: Connection) -> None:
+    # Inside the migration transaction, so under the same lock: processes starting at once
+    # must not both see it missing and both insert it (the second would fail on the key).
+    row = connection.execute(
+        select(Organization.id).where(Organization.id == DEFAULT_ORGANIZATION_ID)
+    ).first()
+    if row is None:
+        connection.execute(insert(Organization).values(id=DEFAULT_ORGANIZATION_ID, name="default"))
+
+
 async def migrate(database: Database) -> None:
     """Bring the schema to head and make sure the default organization exists."""
     async with database.engine.begin() as conn:
         await conn.run_sync(_upgrade)
-    async with database.write() as session:
-        if await session.get(Organization, DEFAULT_ORGANIZATION_ID) is None:
-            session.add(Organization(id=DEFAULT_ORGANIZATION_ID, name="default"))
+        await conn.run_sync(_ensure_default_organization)

@@ -182,3 +182,6 @@ class BusSession(Base):
     owner: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     fence: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The task the holder was handed: the one in flight. Not derivable from queue order,
+    # since a task with a lower queue_seq can be requeued while a later one runs.
+    task_id: Mapped[str | None] = mapped_column(String(36))

@@ -73,10 +73,6 @@ class Draft:
         return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
 
 
-def _noop(_task_id: str) -> None:
-    return None
-
-
 class TaskService:
     def __init__(
         self,
@@ -85,14 +81,12 @@ class TaskService:
         bus: SessionBus,
         registry: HandlerRegistry,
         artifacts: ArtifactStore,
-        on_cancel: Callable[[str], None] = _noop,
     ) -> None:
         self.journal = journal
         self.db = journal.db
         self.bus = bus
         self.registry = registry
         self.artifacts = artifacts
-        self.on_cancel = on_cancel
         # Commit and publish happen under one lock, so the in-process bus sees tasks in
         # the order their queue positions were assigned.
         self._enqueue_lock = asyncio.Lock()
@@ -359,7 +353,7 @@ class TaskService:
         if cancelled is not None:
             await self.bus.remove(task.id, task.entity_id)
         else:
-            self.on_cancel(task.id)
+            await self.bus.request_cancel(task.id)
         fresh = await self.get(task.id, org)
         if (
             fresh is not None

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 
+from sqlalchemy import select
+
 from cloudops.bus.base import BusClosed, Delivery, SessionBus
 from cloudops.db.models import Task
 from cloudops.db.types import utcnow
@@ -53,11 +55,12 @@ class Worker:
         return len(self._attempts)
 
     def start(self) -> None:
+        self.bus.on_cancel(self.signal_cancel)
         self._loop_task = asyncio.create_task(self._receive_loop(), name="worker-receive")
 
     def signal_cancel(self, task_id: str) -> None:
-        """Interrupt a running attempt of this process at once (other processes see the
-        database flag at their next write)."""
+        """Interrupt a running attempt of this process at once; the bus calls this for a
+        cancel requested in any process."""
         attempt = self._attempts.get(task_id)
         if attempt is not None:
             attempt.cancelled.set()
@@ -225,3 +228,15 @@ class Worker:
                 )
                 attempt.cancelled.set()
                 return
+            if await self._cancel_requested(delivery.message.task_id):
+                # The cancel signal was missed (e.g. the bus listener was reconnecting).
+                attempt.cancelled.set()
+                return
+
+    async def _cancel_requested(self, task_id: str) -> bool:
+        try:
+            async with self.journal.db.read() as session:
+                flag = await session.scalar(select(Task.cancel_requested).where(Task.id == task_id))
+        except Exception:
+            return False
+        return bool(flag)

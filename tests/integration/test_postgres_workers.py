@@ -1,0 +1,231 @@
+"""Workers sharing one PostgreSQL database: several runtimes, a stalled worker, an outage.
+
+What only the PostgreSQL deployment has: more than one worker process on one database
+(here: runtimes in one event loop, each with its own engine and bus, as separate processes
+would have), leases that expire when a worker stalls, and a database that restarts under
+running workers. Every test runs on PostgreSQL only (``runtime_factory`` param "postgres").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import select
+
+from cloudops.bus.base import Delivery
+from cloudops.db.models import Task
+from cloudops.domain import FINAL_STATUSES, EventKind, TaskStatus
+from cloudops.runtime import Runtime
+from cloudops.services import inputs
+from tests import pg
+from tests.conftest import events_of, make_environment
+
+pytestmark = pytest.mark.parametrize("runtime_factory", ["postgres"], indirect=True)
+
+
+async def wait_final_in_db(runtime: Runtime, task_ids: list[str], timeout: float) -> list[Task]:
+    """Wait until every task is final, reading the database: the events of a task run by
+    another runtime reach only that runtime's event hub."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with runtime.db.read() as session:
+                rows = await session.execute(select(Task).where(Task.id.in_(task_ids)))
+                tasks = list(rows.scalars())
+            if len(tasks) == len(task_ids) and all(t.status in FINAL_STATUSES for t in tasks):
+                by_id = {t.id: t for t in tasks}
+                return [by_id[i] for i in task_ids]
+            await asyncio.sleep(0.05)
+
+
+def count_runs(runtime: Runtime) -> Counter[str]:
+    """Count the deliveries the runtime's worker runs, by task id."""
+    assert runtime.worker is not None
+    counts: Counter[str] = Counter()
+    handle = runtime.worker._handle
+
+    async def counting(delivery: Delivery) -> None:
+        counts[delivery.message.task_id] += 1
+        await handle(delivery)
+
+    runtime.worker._handle = counting  # type: ignore[method-assign]
+    return counts
+
+
+async def test_two_workers_share_the_queue_fifo_and_one_running_per_entity(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    # One task at a time per worker: with three busy entities, both workers must take part.
+    one: Runtime = await runtime_factory(worker_concurrency=1, step_delay=0.02)
+    two: Runtime = await runtime_factory(worker_concurrency=1, step_delay=0.02)
+    ran = {"one": count_runs(one), "two": count_runs(two)}
+    envs = [await make_environment(one, f"e{i}") for i in range(3)]
+    queues: dict[str, list[str]] = {env.id: [] for env in envs}
+    for version in range(3):
+        for env in envs:
+            result = await one.tasks.deploy(inputs.Deploy(env.id, f"v{version}"))
+            assert result.value is not None, result.user_errors
+            queues[env.id].append(result.value.id)
+    ids = [task_id for queue in queues.values() for task_id in queue]
+    tasks = await wait_final_in_db(one, ids, timeout=60)
+
+    assert all(t.status == TaskStatus.COMPLETED and t.attempt == 1 for t in tasks), [
+        (t.id, t.status, t.attempt, t.error) for t in tasks
+    ]
+    received = ran["one"] + ran["two"]
+    assert all(received[i] == 1 for i in ids), f"not run exactly once: {received}"
+    assert ran["one"] and ran["two"], f"both workers should have run tasks: {ran}"
+    for env_id, queue in queues.items():
+        previous_end = None
+        for task_id in queue:
+            events = await events_of(one, task_id)
+            started = next(e.at for e in events if e.kind == EventKind.STARTED)
+            ended = next(e.at for e in events if e.kind == EventKind.COMPLETED)
+            if previous_end is not None:
+                assert started >= previous_end, (
+                    f"{task_id} on {env_id} started before its predecessor completed"
+                )
+            previous_end = ended
+
+
+async def test_a_stalled_workers_task_is_taken_over_as_its_next_attempt(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    # The first worker starts a long step, then stalls: its heartbeats stop renewing the
+    # lease (a frozen process, a partition). The second worker takes the task over.
+    stalled: Runtime = await runtime_factory(step_delay=30.0, lease_seconds=1.0, shutdown_grace=0.1)
+    env = await make_environment(stalled)
+    result = await stalled.tasks.deploy(inputs.Deploy(env.id, "1"))
+    assert result.value is not None
+    task_id = result.value.id
+    async with stalled.hub.subscribe(lambda e: e.task_id == task_id) as sub:
+        async for event in sub:
+            if event.kind == EventKind.STEP_STARTED:
+                break
+
+    async def frozen(_delivery: Delivery) -> bool:
+        return True  # believes it still holds the lease, renews nothing
+
+    stalled.bus.heartbeat = frozen  # type: ignore[method-assign,assignment]
+    await stalled.bus.close()  # and it receives nothing more (its attempt runs on)
+    taker: Runtime = await runtime_factory(lease_seconds=1.0)
+    [task] = await wait_final_in_db(taker, [task_id], timeout=20)
+    assert task.status == TaskStatus.COMPLETED, (task.status, task.error)
+    assert task.attempt == 2, f"the takeover must run attempt 2, not {task.attempt}"
+
+    # The stalled worker stops (interrupting its attempt): its writes are fenced off.
+    await stalled.stop()
+    async with taker.db.read() as session:
+        after = await session.get(Task, task_id)
+    assert after is not None and after.status == TaskStatus.COMPLETED and after.attempt == 2
+    events = await events_of(taker, task_id)
+    kinds = [e.kind for e in events]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert kinds.count(EventKind.STARTED) == 2 and kinds.count(EventKind.COMPLETED) == 1, kinds
+    assert kinds[-1] == EventKind.COMPLETED, f"a write after completion: {kinds}"
+    lost = [e for e in events if e.kind == EventKind.RETRY_SCHEDULED]
+    assert len(lost) == 1 and "lost its lease" in (lost[0].message or ""), [
+        (e.kind, e.message) for e in events
+    ]
+
+
+@pytest.fixture
+def refuse_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, bool], None]]:
+    """``refuse(database, on)``: while on, new connections to ``database`` fail the way
+    they do while a PostgreSQL server restarts ("the database system is shutting down")."""
+    real_connect = asyncpg.connect
+    refused: set[str] = set()
+
+    async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        target = f"{args} {kwargs}"
+        if any(name in target for name in refused):
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+        return await real_connect(*args, **kwargs)
+
+    def refuse(database: str, on: bool) -> None:
+        (refused.add if on else refused.discard)(database)
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    yield refuse
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["connections-dropped", "server-restart"])
+async def test_worker_keeps_receiving_after_the_database_drops_its_connections(
+    runtime_factory: Callable[..., Any],
+    refuse_connections: Callable[[str, bool], None],
+    restart: bool,
+) -> None:
+    runtime: Runtime = await runtime_factory()
+    env = await make_environment(runtime)
+    warm_up = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
+    assert warm_up.value is not None
+    await wait_final_in_db(runtime, [warm_up.value.id], timeout=15)
+
+    database = pg.database_name(runtime.settings.database_url)
+    admin = await asyncpg.connect(pg.ADMIN_DSN)
+    try:
+        # Every connection of the runtime is dropped; on a restart, reconnecting is
+        # refused for a while (longer than the bus's 0.2s poll).
+        refuse_connections(database, restart)
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            database,
+        )
+        await asyncio.sleep(1.5)
+        refuse_connections(database, False)
+    finally:
+        await admin.close()
+
+    result = None
+    for _ in range(50):  # the API side may see the outage's tail too: retry the request
+        try:
+            result = await runtime.tasks.deploy(inputs.Deploy(env.id, "2"))
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
+    assert result is not None and result.value is not None
+    loop = runtime.worker._loop_task if runtime.worker else None
+    try:
+        [task] = await wait_final_in_db(runtime, [result.value.id], timeout=10)
+    except TimeoutError:
+        died = loop is not None and loop.done() and not loop.cancelled()
+        cause = repr(loop.exception()) if died and loop is not None else "still running"
+        pytest.fail(
+            "BUG: a task queued after the database came back never ran: the worker stopped "
+            f"receiving (its receive loop: {cause}). PostgresSessionBus.receive() retries "
+            "only errors whose text contains 'connection'; 'the database system is shutting "
+            "down' (and '... is starting up') of a server restart is re-raised and ends "
+            "Worker._receive_loop for good.",
+            pytrace=False,
+        )
+    assert task.status == TaskStatus.COMPLETED
+
+
+async def test_a_cancel_from_an_api_process_stops_a_step_running_in_a_worker_process(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    # The step sleeps 15 s before its first progress write (the worker's next look at the
+    # stored cancel flag) and the lease heartbeat comes only every 40 s: a cancel that ends
+    # the task with no STEP_PROGRESS at all came through the cross-process signal.
+    worker: Runtime = await runtime_factory(step_delay=60.0, lease_seconds=120.0)
+    api: Runtime = await runtime_factory(run_worker=False)
+    env = await make_environment(api)
+    async with worker.hub.subscribe(lambda e: e.kind == EventKind.STEP_STARTED) as sub:
+        submitted = await api.tasks.deploy(inputs.Deploy(env.id, "1"))
+        assert submitted.value is not None, submitted.user_errors
+        async for event in sub:
+            if event.task_id == submitted.value.id:
+                break
+    result = await api.tasks.cancel(submitted.value.id)
+    assert result.ok, result.user_errors
+    [task] = await wait_final_in_db(api, [submitted.value.id], timeout=20)
+    assert task.status == TaskStatus.CANCELLED, (task.status, task.error)
+    assert all(step["status"] == "SKIPPED" for step in task.steps), task.steps
+    kinds = [e.kind for e in await events_of(api, task.id)]
+    assert EventKind.STEP_PROGRESS not in kinds, (
+        f"the worker noticed the cancel only at its next write, not by the signal: {kinds}"
+    )
