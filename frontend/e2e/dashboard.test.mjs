@@ -51,11 +51,20 @@ describe('dashboard', () => {
     await page.keyboard.press('Delete');
     await page.keyboard.insertText('subscription Watch { taskEvents { taskId sequence kind status } }');
     await page.getByRole('button', { name: /Execute query/ }).click();
-    await page.waitForTimeout(500);
-    await server.gql('mutation { restartWorkload(input: {namespace: "shop", name: "graphiql"}) { task { id } } }');
-    await waitFor(async () => /"taskEvents"/.test(await page.locator('.graphiql-response').innerText()), {
-      message: 'a subscription event in GraphiQL',
-    });
+    // The subscription starts asynchronously (editor, then WebSocket, then `subscribe`), and an
+    // event published before it is registered is not replayed without a taskId. So keep
+    // producing events until one arrives rather than guessing how long the start takes.
+    let produced = 0;
+    await waitFor(
+      async () => {
+        if (/"taskEvents"/.test(await page.locator('.graphiql-response').innerText())) return true;
+        await server.gql(
+          `mutation { restartWorkload(input: {namespace: "shop", name: "graphiql-${produced++}"}) { task { id } } }`,
+        );
+        return false;
+      },
+      { timeout: 30_000, interval: 1_000, message: 'a subscription event in GraphiQL' },
+    );
     await screenshot(page, 'graphiql-subscription');
     assert.deepEqual(page.pageErrors, []);
     await page.context().close();

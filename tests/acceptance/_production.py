@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import asyncpg
 import httpx
@@ -47,7 +47,7 @@ from cloudops.runtime import Runtime
 from cloudops.services import inputs
 from cloudops.services.results import Result
 from cloudops.settings import BusKind, Settings
-from tests.acceptance._support import CLOUDOPS, clean_env, free_port
+from tests.acceptance._support import CLOUDOPS, CloudopsProcess, clean_env, free_port, spawn
 
 #: The cluster's maintenance database, reached as the superuser with trust auth.
 PG_HOST = "127.0.0.1"
@@ -162,51 +162,15 @@ def migrate(url: str, tmp: Path) -> None:
 
 
 @dataclass
-class Proc:
-    """One ``cloudops`` process with its output in a log file."""
+class Proc(CloudopsProcess):
+    """A process of the cluster; API processes also have an HTTP port."""
 
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    port: int | None
-    _log: IO[bytes] = field(repr=False)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    port: int | None = None
 
     @property
     def healthz(self) -> str:
         assert self.port is not None, f"{self.name} serves no HTTP"
         return f"http://127.0.0.1:{self.port}/healthz"
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean anything up."""
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def terminate(self, timeout: float = 20.0) -> tuple[int, float]:
-        """SIGTERM and wait; the exit code and how long the exit took."""
-        began = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} did not exit within {timeout}s of SIGTERM; log tail:\n"
-                f"{self.log_tail()}"
-            ) from None
-        return code, time.monotonic() - began
 
 
 @dataclass
@@ -219,22 +183,12 @@ class Cluster:
     procs: list[Proc] = field(default_factory=list)
 
     def spawn(self, name: str, *args: str, http: bool = False) -> Proc:
-        assert CLOUDOPS.exists(), f"console script not found at {CLOUDOPS}"
         port = free_port() if http else None
         env = production_env(self.url, self.tmp, **self.env)
         if port is not None:
             env["CLOUDOPS_PORT"] = str(port)
-        log_path = self.tmp / f"{name}.log"
-        log = log_path.open("wb")
-        proc = subprocess.Popen(
-            [str(CLOUDOPS), *args],
-            cwd=self.tmp,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        handle = Proc(name, proc, log_path, port, log)
+        started = spawn(name, args, self.tmp, env)
+        handle = Proc(started.name, started.proc, started.log_path, started._log, port)
         self.procs.append(handle)
         return handle
 

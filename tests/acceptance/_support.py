@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -77,21 +77,87 @@ def free_port() -> int:
 
 
 @dataclass
-class Server:
+class CloudopsProcess:
+    """One ``cloudops`` process with its output in a log file."""
+
+    name: str
     proc: subprocess.Popen[bytes]
-    port: int
-    tmp: Path
     log_path: Path
     _log: IO[bytes] = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean anything up."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 20.0) -> tuple[int, float]:
+        """SIGTERM and wait; returns the exit code and how long the exit took."""
+        began = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout}s of SIGTERM; log tail:\n"
+                f"{self.log_tail()}"
+            ) from None
+        return code, time.monotonic() - began
+
+
+def spawn(name: str, args: Sequence[str], cwd: Path, env: dict[str, str]) -> CloudopsProcess:
+    """Start ``cloudops *args`` with its output in ``cwd/<name>.log``."""
+    assert CLOUDOPS.exists(), f"console script not found at {CLOUDOPS}"
+    log_path = cwd / f"{name}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [str(CLOUDOPS), *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return CloudopsProcess(name, proc, log_path, log)
+
+
+@dataclass
+class Server:
+    """``cloudops serve`` on the test's SQLite file."""
+
+    process: CloudopsProcess
+    port: int
+    tmp: Path
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.process.proc
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/healthz"
 
     def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return self.process.log_tail(lines)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def terminate(self, timeout: float = 15.0) -> tuple[int, float]:
+        return self.process.terminate(timeout)
 
     def wait_health(
         self, until: Callable[[dict[str, Any]], bool], timeout: float, what: str
@@ -146,48 +212,22 @@ class Server:
                 )
             time.sleep(POLL_INTERVAL)
 
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean anything up."""
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def terminate(self, timeout: float = 15.0) -> tuple[int, float]:
-        """SIGTERM and wait; returns the exit code and how long the exit took."""
-        began = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"server did not exit within {timeout}s of SIGTERM; log tail:\n{self.log_tail()}"
-            ) from None
-        return code, time.monotonic() - began
-
 
 @contextlib.contextmanager
 def running_server(tmp: Path, name: str, **overrides: str) -> Iterator[Server]:
     """Spawn ``cloudops serve``, wait until /healthz answers, and kill it at the end if it
     is still running (a test stops it itself when the way it stops matters)."""
-    assert CLOUDOPS.exists(), f"console script not found at {CLOUDOPS}"
     port = free_port()
-    log_path = tmp / f"{name}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(CLOUDOPS), "serve"],
-            cwd=tmp,
-            env=server_env(tmp, port, **overrides),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            server = Server(proc, port, tmp, log_path, log)
-            server.wait_health(lambda body: body.get("status") == "ok", READY_TIMEOUT, "ready")
-            yield server
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
+    process = spawn(name, ["serve"], tmp, server_env(tmp, port, **overrides))
+    try:
+        server = Server(process, port, tmp)
+        server.wait_health(lambda body: body.get("status") == "ok", READY_TIMEOUT, "ready")
+        yield server
+    finally:
+        if process.alive():
+            process.proc.kill()
+        process.proc.wait(timeout=10)
+        process._log.close()
 
 
 # -- reading the database -----------------------------------------------------------------
