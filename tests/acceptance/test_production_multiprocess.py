@@ -9,10 +9,8 @@ journal must show every task COMPLETED, gapless event sequences, FIFO and one ru
 time per entity, every effect exactly once, and the API must have answered /healthz
 throughout.
 
-The issue asks for 2,000 tasks. On a 2-core machine the control plane ran 3.5-6 of these
-tasks a second (about 150 ms of worker CPU per task, the CPU saturated), so the
-default here is 8 tasks per entity (400 tasks) to keep the test near two minutes;
-``PRODUCTION_TASKS_PER_ENTITY=40`` runs the full 2,000.
+2,000 tasks (40 per entity), as the issue asks; on this 2-core machine the run takes about
+two minutes. ``PRODUCTION_TASKS_PER_ENTITY`` scales it (e.g. 8 for a quick local run).
 """
 
 from __future__ import annotations
@@ -50,7 +48,7 @@ WORKERS = 3
 MIX = Mix(
     workloads=25,
     environments=25,
-    per_entity=int(os.environ.get("PRODUCTION_TASKS_PER_ENTITY", "8")),
+    per_entity=int(os.environ.get("PRODUCTION_TASKS_PER_ENTITY", "40")),
 )
 
 

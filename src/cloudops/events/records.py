@@ -8,7 +8,7 @@ not once per subscriber.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -74,10 +74,34 @@ class EventRecord:
         )
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["at"] = self.at.isoformat()
-        if self.artifact is not None:
-            data["artifact"]["created_at"] = self.artifact.created_at.isoformat()
+        # Field by field rather than dataclasses.asdict, which deep-copies the step dict:
+        # this runs once per event on the hot path.
+        artifact = self.artifact
+        data = {
+            "id": self.id,
+            "task_id": self.task_id,
+            "sequence": self.sequence,
+            "kind": self.kind.value,
+            "at": self.at.isoformat(),
+            "status": self.status.value,
+            "progress": self.progress,
+            "entity_id": self.entity_id,
+            "type": self.type.value,
+            "project_id": self.project_id,
+            "step": self.step,
+            "message": self.message,
+            "artifact": None
+            if artifact is None
+            else {
+                "id": artifact.id,
+                "task_id": artifact.task_id,
+                "kind": artifact.kind,
+                "path": artifact.path,
+                "size_bytes": artifact.size_bytes,
+                "sha256": artifact.sha256,
+                "created_at": artifact.created_at.isoformat(),
+            },
+        }
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod

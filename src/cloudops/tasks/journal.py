@@ -11,22 +11,23 @@ stored events and the broadcast ones are the same events (invariant 3).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, update
+from sqlalchemy import Table, Update, bindparam, exists, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudops.bus.base import Lease
 from cloudops.db.engine import Database
 from cloudops.db.models import Artifact, BusSession, Task, TaskEvent
 from cloudops.db.types import new_id, utcnow
-from cloudops.domain import EventKind, TaskStatus
+from cloudops.domain import EventKind, TaskStatus, TaskType
 from cloudops.events.hub import EventHub
-from cloudops.events.records import EventRecord
+from cloudops.events.records import ArtifactRecord, EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,50 @@ class Guard:
 class Appended:
     event: EventRecord
     cancel_requested: bool
+
+
+_TASKS = cast(Table, Task.__table__)
+_EVENTS = cast(Table, TaskEvent.__table__)
+_RETURNED = (
+    _TASKS.c.last_sequence,
+    _TASKS.c.status,
+    _TASKS.c.progress,
+    _TASKS.c.entity_id,
+    _TASKS.c.type,
+    _TASKS.c.project_id,
+    _TASKS.c.cancel_requested,
+)
+_INSERT_EVENT = _EVENTS.insert()
+
+
+def _column_key(attribute: str) -> str:
+    """Callers name Task attributes (``meta``); the table names columns (``metadata``)."""
+    return str(Task.__mapper__.attrs[attribute].columns[0].key)
+
+
+@functools.lru_cache(maxsize=512)
+def _guarded_update(attributes: tuple[str, ...], attempt: bool, lease: bool) -> Update:
+    """The guarded UPDATE … RETURNING for one shape of write, built once with bind
+    parameters: building SQLAlchemy expressions per write cost more CPU than the write."""
+    conditions = [
+        _TASKS.c.id == bindparam("g_task"),
+        _TASKS.c.status.in_(bindparam("g_statuses", expanding=True)),
+    ]
+    if attempt:
+        conditions.append(_TASKS.c.attempt == bindparam("g_attempt"))
+    if lease:
+        sessions = cast(Table, BusSession.__table__)
+        conditions.append(
+            exists().where(
+                sessions.c.entity_id == bindparam("g_entity"),
+                sessions.c.owner == bindparam("g_owner"),
+                sessions.c.fence == bindparam("g_fence"),
+            )
+        )
+    values: dict[str, Any] = {_column_key(a): bindparam(f"v_{a}") for a in attributes}
+    values["last_sequence"] = _TASKS.c.last_sequence + 1
+    values["updated_at"] = bindparam("g_now")
+    return update(_TASKS).where(*conditions).values(values).returning(*_RETURNED)
 
 
 class JournalTransaction:
@@ -66,53 +111,57 @@ class JournalTransaction:
     ) -> Appended | None:
         """Apply ``values`` and append one event; None when the guard no longer holds."""
         now = at or utcnow()
-        conditions = [Task.id == task_id, Task.status.in_([s.value for s in guard.statuses])]
+        values = values or {}
+        params: dict[str, Any] = {
+            "g_task": task_id,
+            "g_statuses": [s.value for s in guard.statuses],
+            "g_now": now,
+        }
         if guard.attempt is not None:
-            conditions.append(Task.attempt == guard.attempt)
+            params["g_attempt"] = guard.attempt
         if guard.lease is not None:
-            conditions.append(
-                exists().where(
-                    BusSession.entity_id == guard.lease.entity_id,
-                    BusSession.owner == guard.lease.owner,
-                    BusSession.fence == guard.lease.fence,
-                )
-            )
-        stmt = (
-            update(Task)
-            .where(*conditions)
-            .values(**(values or {}), last_sequence=Task.last_sequence + 1, updated_at=now)
-            .returning(
-                Task.last_sequence,
-                Task.status,
-                Task.progress,
-                Task.entity_id,
-                Task.type,
-                Task.project_id,
-                Task.cancel_requested,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        row = (await self.session.execute(stmt)).one_or_none()
+            params["g_entity"] = guard.lease.entity_id
+            params["g_owner"] = guard.lease.owner
+            params["g_fence"] = guard.lease.fence
+        for attribute, value in values.items():
+            params[f"v_{attribute}"] = value
+        stmt = _guarded_update(tuple(values), guard.attempt is not None, guard.lease is not None)
+        row = (await self.session.execute(stmt, params)).one_or_none()
         if row is None:
             return None
-        event = TaskEvent(
+        record = EventRecord(
             id=new_id(),
             task_id=task_id,
             sequence=row.last_sequence,
-            kind=kind.value,
+            kind=kind,
             at=now,
-            status=row.status,
+            status=TaskStatus(row.status),
             progress=row.progress,
             entity_id=row.entity_id,
-            type=row.type,
+            type=TaskType(row.type),
             project_id=row.project_id,
             step=step,
             message=message,
-            artifact_id=artifact.id if artifact is not None else None,
+            artifact=ArtifactRecord.from_row(artifact) if artifact is not None else None,
         )
-        self.session.add(event)
-        await self.session.flush()
-        record = EventRecord.from_row(event, artifact)
+        await self.session.execute(
+            _INSERT_EVENT,
+            {
+                "id": record.id,
+                "task_id": task_id,
+                "sequence": record.sequence,
+                "kind": kind.value,
+                "at": now,
+                "status": row.status,
+                "progress": row.progress,
+                "entity_id": row.entity_id,
+                "type": row.type,
+                "project_id": row.project_id,
+                "step": step,
+                "message": message,
+                "artifact_id": artifact.id if artifact is not None else None,
+            },
+        )
         self.events.append(record)
         return Appended(record, bool(row.cancel_requested))
 
