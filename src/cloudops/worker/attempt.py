@@ -8,9 +8,12 @@ another actor owns the task now, and the attempt stops without writing again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import logging
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -23,7 +26,7 @@ from cloudops.errors import LeaseLost, PermanentStepError, StepError, TaskCancel
 from cloudops.events.records import ArtifactRecord
 from cloudops.handlers.base import Handler, Services, StepContext, TaskView
 from cloudops.integrations.artifacts import StoredObject
-from cloudops.tasks.journal import Guard, Journal
+from cloudops.tasks.journal import Guard, Journal, JournalTransaction
 from cloudops.tasks.steps import StepState, overall_progress, stamp
 from cloudops.worker.faults import injected_fault
 from cloudops.worker.retry import backoff_delay
@@ -47,6 +50,16 @@ class AttemptResult:
     run_after: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class HeldEvent:
+    """An event whose write waits for the attempt's next write (see Attempt._hold)."""
+
+    kind: EventKind
+    step: StepState
+    values: dict[str, Any]
+    at: datetime
+
+
 @dataclass
 class Attempt:
     """Runs one attempt; also the StepSink its steps report to."""
@@ -60,6 +73,7 @@ class Attempt:
     lease: Lease | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     _current: int | None = None
+    _held: list[HeldEvent] = field(default_factory=list)
 
     @property
     def guard(self) -> Guard:
@@ -89,7 +103,7 @@ class Attempt:
     async def record_artifact(
         self, kind: str, subject: str | None, stored: StoredObject
     ) -> ArtifactRecord:
-        async with self.journal.transaction() as txn:
+        async with self._transaction() as txn:
             artifact = Artifact(
                 id=new_id(),
                 task_id=self.task.id,
@@ -140,21 +154,57 @@ class Attempt:
                 state.update(
                     status=StepStatus.COMPLETED.value, progress=1.0, finishedAt=stamp(utcnow())
                 )
-                await self._write(EventKind.STEP_COMPLETED, step=state)
+                self._hold(EventKind.STEP_COMPLETED, state)
                 self._current = None
             return await self._complete()
         except TaskCancelled:
-            return await self._cancel()
+            return await self._unless_lost(self._cancel())
         except LeaseLost:
-            log.warning(
-                "lost the task; stopping without writing",
-                extra={"action": "task_lost", "task_id": self.task.id},
-            )
-            return AttemptResult(Outcome.LOST)
+            return self._lost()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a step failed
-            return await self._fail(exc)
+            return await self._unless_lost(self._fail(exc))
+
+    def _lost(self) -> AttemptResult:
+        log.warning(
+            "lost the task; stopping without writing",
+            extra={"action": "task_lost", "task_id": self.task.id},
+        )
+        return AttemptResult(Outcome.LOST)
+
+    async def _unless_lost(self, ending: Awaitable[AttemptResult]) -> AttemptResult:
+        try:
+            return await ending
+        except LeaseLost:
+            return self._lost()
+
+    def _hold(self, kind: EventKind, state: StepState) -> None:
+        """Keep a step's STEP_COMPLETED for the attempt's next write (the next step's
+        STEP_STARTED or the task's ending), which follows at once: both go in one
+        transaction, one commit less per step, and nobody sees the event later for it.
+        The held event keeps its own time, step, progress and steps."""
+        self._held.append(
+            HeldEvent(
+                kind,
+                dict(state),
+                {"steps": copy.deepcopy(self.steps), "progress": overall_progress(self.steps)},
+                utcnow(),
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[JournalTransaction]:
+        """A journal transaction that first appends the held events, in order."""
+        async with self.journal.transaction() as txn:
+            for held in self._held:
+                appended = await txn.append(
+                    self.task.id, held.kind, self.guard, held.values, step=held.step, at=held.at
+                )
+                if appended is None:
+                    raise LeaseLost(self.task.id)
+            yield txn
+        self._held.clear()
 
     async def interrupt(self) -> None:
         """Shutdown came before the attempt finished: back to QUEUED, same attempt."""
@@ -162,7 +212,7 @@ class Attempt:
             self.steps[self._current].update(
                 status=StepStatus.PENDING.value, progress=0.0, startedAt=None, message=None
             )
-        async with self.journal.transaction() as txn:
+        async with self._transaction() as txn:
             await txn.append(
                 self.task.id,
                 EventKind.RETRY_SCHEDULED,
@@ -179,7 +229,7 @@ class Attempt:
     # -- endings --------------------------------------------------------------------
     async def _complete(self) -> AttemptResult:
         now = utcnow()
-        async with self.journal.transaction() as txn:
+        async with self._transaction() as txn:
             appended = await txn.append(
                 self.task.id,
                 EventKind.COMPLETED,
@@ -207,7 +257,7 @@ class Attempt:
                 state.update(
                     status=StepStatus.SKIPPED.value, finishedAt=stamp(now), message="cancelled"
                 )
-        async with self.journal.transaction() as txn:
+        async with self._transaction() as txn:
             appended = await txn.append(
                 self.task.id,
                 EventKind.CANCELLED,
@@ -249,7 +299,7 @@ class Attempt:
         if retryable and self.task.attempt < self.task.max_attempts:
             delay = backoff_delay(self.handler.retry, self.retry_base_delay, self.task.attempt)
             run_after = now + timedelta(seconds=delay)
-            async with self.journal.transaction() as txn:
+            async with self._transaction() as txn:
                 appended = await txn.append(
                     self.task.id,
                     EventKind.RETRY_SCHEDULED,
@@ -272,7 +322,7 @@ class Attempt:
                 extra={"action": "task_retry_scheduled", "task_id": self.task.id, "delay": delay},
             )
             return AttemptResult(Outcome.RETRY, run_after)
-        async with self.journal.transaction() as txn:
+        async with self._transaction() as txn:
             appended = await txn.append(
                 self.task.id,
                 EventKind.FAILED,
@@ -308,7 +358,7 @@ class Attempt:
         values: dict[str, Any] = {"steps": self.steps}
         if progress:
             values["progress"] = overall_progress(self.steps)
-        async with self.journal.transaction() as txn:
+        async with self._transaction() as txn:
             appended = await txn.append(
                 self.task.id,
                 kind,
