@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
@@ -30,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from cloudops.bus.base import BusClosed, Delivery, SessionBus, TaskMessage
 from cloudops.bus.memory import InMemorySessionBus
-from cloudops.bus.postgres import PostgresSessionBus
+from cloudops.bus.postgres import PostgresSessionBus, asyncpg_dsn
 from cloudops.db.engine import Database
 from cloudops.db.models import DEFAULT_ORGANIZATION_ID, BusSession, Task
 from cloudops.db.types import utcnow
@@ -1041,6 +1042,30 @@ async def test_postgres_expired_lease_is_taken_over_with_a_higher_fence() -> Non
         await taker.complete(new)
         assert await taker.status("a1") == TaskStatus.COMPLETED
         assert (await recv(stalled)).message == msg("a", 2)
+
+
+async def test_postgres_claim_skips_a_session_row_locked_by_another_claimer() -> None:
+    async with postgres_buses(1) as (worker,):
+        await worker.publish(msg("a", 1))  # a has the older head: it is tried first
+        await worker.publish(msg("b", 1))
+        async with worker.db.write() as session:  # both sessions known and free
+            await session.execute(
+                text(
+                    "INSERT INTO bus_sessions (entity_id, fence) VALUES ('a', 0), ('b', 0) "
+                    "ON CONFLICT DO NOTHING"
+                )
+            )
+        # Another worker is in the middle of claiming a: it holds a's session row locked.
+        other = await asyncpg.connect(asyncpg_dsn(worker.db.url))
+        try:
+            async with other.transaction():
+                await other.execute("SELECT 1 FROM bus_sessions WHERE entity_id = 'a' FOR UPDATE")
+                got = await asyncio.wait_for(worker.receive(), WAIT)
+                assert got.message.session_id == "b", (
+                    "a's row is locked by another claimer: skip it (SKIP LOCKED), not wait"
+                )
+        finally:
+            await other.close()
 
 
 async def test_postgres_heartbeat_keeps_the_lease() -> None:

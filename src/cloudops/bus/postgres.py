@@ -2,11 +2,13 @@
 
 The tasks table is the queue (QUEUED/RUNNING tasks of an entity, by ``queue_seq``); the
 ``bus_sessions`` table holds one lease per entity. A worker claims an entity whose lease is
-free or expired and whose head can run, with one conditional upsert that bumps ``fence``;
-every write it then makes is conditional on (owner, fence). FIFO and one-running-per-entity
-therefore hold in the database, whatever happens to the processes. Releasing a session
-sends NOTIFY, so an idle worker claims the entity's next task at once; a slow poll is the
-safety net for lost notifications and expiring leases.
+free or expired and whose head can run: it locks the entity's session row with
+``FOR UPDATE SKIP LOCKED`` (a row another worker is claiming is skipped, not waited for)
+and takes the lease by bumping ``fence``; every write it then makes is conditional on
+(owner, fence). FIFO and one-running-per-entity therefore hold in the database, whatever
+happens to the processes. Releasing a session sends NOTIFY, so an idle worker claims the
+entity's next task at once; a slow poll is the safety net for lost notifications and
+expiring leases.
 """
 
 from __future__ import annotations
@@ -48,14 +50,25 @@ ORDER BY h.queue_seq
 LIMIT :limit
 """)
 
-_CLAIM = text("""
+_ENSURE_SESSION = text("""
 INSERT INTO bus_sessions (entity_id, owner, lease_until, fence)
-VALUES (:entity, :owner, now() + make_interval(secs => :lease), 1)
-ON CONFLICT (entity_id) DO UPDATE
-SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until,
-    fence = bus_sessions.fence + 1
-WHERE bus_sessions.owner IS NULL OR bus_sessions.lease_until < now()
-RETURNING fence
+VALUES (:entity, NULL, NULL, 0)
+ON CONFLICT (entity_id) DO NOTHING
+""")
+
+# SKIP LOCKED: a session row that another worker is claiming right now is skipped, not
+# waited for; the claimer re-checks the lease under the row lock it holds.
+_CLAIM = text("""
+WITH free AS (
+    SELECT entity_id FROM bus_sessions
+    WHERE entity_id = :entity AND (owner IS NULL OR lease_until < now())
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE bus_sessions s
+SET owner = :owner, lease_until = now() + make_interval(secs => :lease),
+    fence = s.fence + 1, task_id = NULL
+FROM free WHERE s.entity_id = free.entity_id
+RETURNING s.fence
 """)
 
 _HEAD = text("""
@@ -226,6 +239,7 @@ class PostgresSessionBus:
                 entities = (await session.execute(_CANDIDATES, {"limit": 16})).scalars().all()
             for entity in entities:
                 async with self._db.write() as session:
+                    await session.execute(_ENSURE_SESSION, {"entity": entity})
                     fence = await session.scalar(
                         _CLAIM, {"entity": entity, "owner": self.owner, "lease": self.lease_seconds}
                     )
