@@ -436,7 +436,7 @@ class TaskService:
                         raise
                     continue  # a concurrent request with the same key won: look again
                 await self.bus.publish(TaskMessage(task.id, task.entity_id, task.queue_seq))
-            return Result(await self.get(task.id, org))
+            return Result(task)  # exactly the row just committed: no need to read it back
         raise RuntimeError("idempotency key conflict did not settle")
 
     async def _insert(self, txn: JournalTransaction, draft: Draft, org: str) -> Task:
@@ -469,15 +469,15 @@ class TaskService:
             last_sequence=0,
             created_at=now,
             updated_at=now,
+            started_at=None,
+            finished_at=None,
+            run_after=None,
+            error=None,
         )
-        session.add(task)
-        await session.flush()
-        await txn.append(
-            task.id,
-            EventKind.QUEUED,
-            Guard({TaskStatus.QUEUED}),
-            message=f"{draft.type.value.lower()} queued on {draft.entity_id}",
-            at=now,
+        if draft.new_environment is not None:
+            await session.flush()  # the environment row first: the task refers to it
+        await txn.insert(
+            task, EventKind.QUEUED, f"{draft.type.value.lower()} queued on {draft.entity_id}"
         )
         return task
 

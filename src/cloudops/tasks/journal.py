@@ -60,6 +60,28 @@ _RETURNED = (
     _TASKS.c.cancel_requested,
 )
 _INSERT_EVENT = _EVENTS.insert()
+#: (attribute, column) of every Task column: attributes and column keys differ for ``meta``.
+_TASK_COLUMNS = [
+    (attribute.key, attribute.columns[0]) for attribute in Task.__mapper__.column_attrs
+]
+
+
+def _event_row(record: EventRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "task_id": record.task_id,
+        "sequence": record.sequence,
+        "kind": record.kind.value,
+        "at": record.at,
+        "status": record.status.value,
+        "progress": record.progress,
+        "entity_id": record.entity_id,
+        "type": record.type.value,
+        "project_id": record.project_id,
+        "step": record.step,
+        "message": record.message,
+        "artifact_id": record.artifact.id if record.artifact is not None else None,
+    }
 
 
 def _column_key(attribute: str) -> str:
@@ -92,10 +114,40 @@ def _guarded_update(attributes: tuple[str, ...], attempt: bool, lease: bool) -> 
     return update(_TASKS).where(*conditions).values(values).returning(*_RETURNED)
 
 
+_INSERT_TASK = _TASKS.insert()
+
+
 class JournalTransaction:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.events: list[EventRecord] = []
+
+    async def insert(self, task: Task, kind: EventKind, message: str) -> EventRecord:
+        """Insert a new task (its row as given, ``last_sequence`` 1) with its first event:
+        no guard is needed for a row nobody else can see yet, so no UPDATE either."""
+        task.last_sequence = 1
+        await self.session.execute(
+            _INSERT_TASK,
+            {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS},
+        )
+        record = EventRecord(
+            id=new_id(),
+            task_id=task.id,
+            sequence=1,
+            kind=kind,
+            at=task.created_at,
+            status=TaskStatus(task.status),
+            progress=task.progress,
+            entity_id=task.entity_id,
+            type=TaskType(task.type),
+            project_id=task.project_id,
+            step=None,
+            message=message,
+            artifact=None,
+        )
+        await self.session.execute(_INSERT_EVENT, _event_row(record))
+        self.events.append(record)
+        return record
 
     async def append(
         self,
@@ -144,24 +196,7 @@ class JournalTransaction:
             message=message,
             artifact=ArtifactRecord.from_row(artifact) if artifact is not None else None,
         )
-        await self.session.execute(
-            _INSERT_EVENT,
-            {
-                "id": record.id,
-                "task_id": task_id,
-                "sequence": record.sequence,
-                "kind": kind.value,
-                "at": now,
-                "status": row.status,
-                "progress": row.progress,
-                "entity_id": row.entity_id,
-                "type": row.type,
-                "project_id": row.project_id,
-                "step": step,
-                "message": message,
-                "artifact_id": artifact.id if artifact is not None else None,
-            },
-        )
+        await self.session.execute(_INSERT_EVENT, _event_row(record))
         self.events.append(record)
         return Appended(record, bool(row.cancel_requested))
 
