@@ -218,15 +218,17 @@ class EventHub:
 
     async def _pump(self, messages: AsyncIterator[str]) -> None:
         """Fan out until the backend stops answering our own heartbeats."""
-        token = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"
+        token = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"  # our own, on a shared channel
         last_seen = time.monotonic()
 
         async def read() -> None:
             nonlocal last_seen
             async for text in messages:
+                # Anything arriving proves the stream alive. Our own echo alone would not do:
+                # under a burst (a busy loop, many subscribers) it waits behind the backlog
+                # and came "late" although nothing was lost, ending every subscription.
+                last_seen = time.monotonic()
                 if text.startswith(HEARTBEAT_PREFIX):
-                    if text == token:
-                        last_seen = time.monotonic()
                     continue
                 try:
                     event = EventRecord.from_json(text)
