@@ -353,6 +353,28 @@ async def test_tasks_are_newest_first_and_filter_by_every_field(server: LiveServ
     assert walked == newest_first
 
 
+async def test_total_count_is_counted_when_asked_for_also_through_fragments(
+    server: LiveServer,
+) -> None:
+    _, env_id = await project_and_environment(server)
+    created = [await deploy(server, env_id, f"1.{i}") for i in range(3)]
+    await wait_final(server.runtime, created)
+    body = await server.execute(
+        """
+        query {
+          direct: tasks(first: 1) { totalCount }
+          spread: tasks(first: 1) { ...Counted }
+          inline: tasks(first: 1) { ... on TaskConnection { totalCount } }
+          skipped: tasks(first: 1) { edges { node { id } } }
+        }
+        fragment Counted on TaskConnection { totalCount }
+        """
+    )
+    data = body["data"]
+    assert [data[k]["totalCount"] for k in ("direct", "spread", "inline")] == [3, 3, 3], body
+    assert "totalCount" not in data["skipped"]
+
+
 async def test_task_by_id_has_steps_artifacts_project_and_environment(server: LiveServer) -> None:
     project_id, env_id = await project_and_environment(server)
     task_id = await deploy(

@@ -86,6 +86,8 @@ class Task(Base):
         Index("ix_tasks_entity_queue", "entity_id", "status", "queue_seq"),
         Index("ix_tasks_status_queue", "status", "queue_seq"),
         Index("ix_tasks_created", "created_at", "id"),
+        # The task list: one organization's tasks, newest first, without a sort.
+        Index("ix_tasks_org_created", "organization_id", "created_at", "id"),
         Index("ix_tasks_queue_seq", "queue_seq", unique=True),
     )
 

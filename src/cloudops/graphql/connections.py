@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 from sqlalchemy import ColumnElement, and_, func, or_, select
+from strawberry.types.nodes import SelectedField
 
 from cloudops.db import models
 from cloudops.graphql.enums import TaskStatus, TaskType
@@ -65,6 +66,21 @@ class ProjectConnection:
     total_count: int
 
 
+def _asks_for(info: Info, name: str) -> bool:
+    """Whether the connection's own selection (fragments included) has the field ``name``."""
+
+    def search(selections: list[Any]) -> bool:
+        for selection in selections:
+            if isinstance(selection, SelectedField):
+                if selection.name == name:
+                    return True
+            elif search(selection.selections):  # a fragment spread or an inline fragment
+                return True
+        return False
+
+    return any(search(field.selections) for field in info.selected_fields)
+
+
 @dataclass(frozen=True, slots=True)
 class _Page(Generic[RowT]):
     rows: list[RowT]
@@ -98,8 +114,11 @@ async def _keyset_page(
             select(model).where(*page_conditions).order_by(*order).limit(size + 1)
         )
         rows = list(result.scalars())
-        total = await session.scalar(select(func.count()).select_from(model).where(*conditions))
-    return _Page(rows[:size], len(rows) > size, int(total or 0))
+        total = 0
+        if _asks_for(info, "totalCount"):  # a count grows with the table: only on request
+            counted = select(func.count()).select_from(model).where(*conditions)
+            total = int(await session.scalar(counted) or 0)
+    return _Page(rows[:size], len(rows) > size, total)
 
 
 def _page_info(cursors: list[str], has_next_page: bool) -> PageInfo:
