@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -219,15 +218,17 @@ class EventHub:
     async def _pump(self, messages: AsyncIterator[str]) -> None:
         """Fan out until the backend stops answering our own heartbeats."""
         token = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"  # our own, on a shared channel
-        last_seen = time.monotonic()
+        # Heartbeats sent since the stream last delivered anything. Counted in beats, not
+        # seconds: a loop busy with many subscribers runs late, beats and reader alike, and
+        # being late is not being lost (each beat yields, so the reader can answer first).
+        unanswered = 0
 
         async def read() -> None:
-            nonlocal last_seen
+            nonlocal unanswered
             async for text in messages:
-                # Anything arriving proves the stream alive. Our own echo alone would not do:
-                # under a burst (a busy loop, many subscribers) it waits behind the backlog
-                # and came "late" although nothing was lost, ending every subscription.
-                last_seen = time.monotonic()
+                # Anything arriving proves the stream alive, not only our own echo, which
+                # under a burst waits behind the backlog.
+                unanswered = 0
                 if text.startswith(HEARTBEAT_PREFIX):
                     continue
                 try:
@@ -242,11 +243,13 @@ class EventHub:
             raise ConnectionError("broadcast stream ended")
 
         async def beat() -> None:
+            nonlocal unanswered
             while True:
                 await asyncio.sleep(self._heartbeat_interval)
-                await self._publish_text(token)
-                if time.monotonic() - last_seen > 3 * self._heartbeat_interval:
+                if unanswered >= 3:
                     raise ConnectionError("heartbeat not echoed by the broadcast backend")
+                await self._publish_text(token)
+                unanswered += 1
 
         reader = asyncio.create_task(read())
         beater = asyncio.create_task(beat())
