@@ -133,6 +133,9 @@ async def test_dead_lettering_releases_the_entity(runtime: Runtime) -> None:
     assert dead.status == TaskStatus.FAILED and dead.dead_lettered and dead.attempt == 3
     assert dead.error is not None and "apply" in dead.error
     assert tasks[after.value.id].status == TaskStatus.COMPLETED
+    events = await events_of(runtime, doomed.value.id)
+    times = [e.at for e in events]
+    assert times == sorted(times), [(e.sequence, e.kind, e.at.isoformat()) for e in events]
 
 
 async def test_permanent_failure_is_not_retried(runtime: Runtime) -> None:

@@ -294,6 +294,7 @@ class Attempt:
                 await self._write(EventKind.STEP_FAILED, step=state, message=error)
             except LeaseLost:
                 return AttemptResult(Outcome.LOST)
+            now = utcnow()  # what follows is later than STEP_FAILED: event times never go back
         where = f"step '{step_name}' failed: {error}" if step_name else error
         retryable = not isinstance(exc, PermanentStepError)
         if retryable and self.task.attempt < self.task.max_attempts:
