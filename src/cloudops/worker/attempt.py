@@ -183,7 +183,9 @@ class Attempt:
         """Keep a step's STEP_COMPLETED for the attempt's next write (the next step's
         STEP_STARTED or the task's ending), which follows at once: both go in one
         transaction, one commit less per step, and nobody sees the event later for it.
-        The held event keeps its own time, step, progress and steps."""
+        The held event keeps its own time, step, progress and steps. A crash before that
+        write runs the step again on the next attempt, as a crash just before any write
+        would: steps are idempotent."""
         self._held.append(
             HeldEvent(
                 kind,
