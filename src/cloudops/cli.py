@@ -26,7 +26,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         lifespan="on",
         ws="websockets-sansio",
-        ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
     server = uvicorn.Server(config)
