@@ -757,6 +757,26 @@ _RECORD = re.compile(
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Unavailable|Lost)\b.*")
 
 
+def migrate_and_submit(url: str, tmp: Path, mix: Mix) -> list[str]:
+    """The start of every production test: migrate as an operator would, then queue the
+    mix through the service layer before any process runs."""
+    migrate(url, tmp)
+    task_ids = submit(url, tmp, mix)
+    assert len(task_ids) == mix.total
+    return task_ids
+
+
+def cluster_settings(lease_seconds: float, step_delay: float) -> dict[str, str]:
+    """The settings every process of a production test runs with."""
+    return {
+        "CLOUDOPS_LEASE_SECONDS": str(lease_seconds),
+        "CLOUDOPS_STEP_DELAY": str(step_delay),
+        "CLOUDOPS_RETRY_BASE_DELAY": "0.05",
+        "CLOUDOPS_BUS_POLL_INTERVAL": "0.5",
+        "CLOUDOPS_WORKER_CONCURRENCY": "8",
+    }
+
+
 def summarize_log(text: str, exit_code: int | None, limit: int = 8) -> str:
     """Warning/error records and exception lines of one log, counted, plus the cloudops
     frames of the traceback a process ended with when it exited non-zero."""

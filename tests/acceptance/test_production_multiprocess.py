@@ -27,16 +27,16 @@ from tests.acceptance._production import (
     HealthMonitor,
     Mix,
     cluster,
+    cluster_settings,
     effect_problems,
     journal_problems,
     log_excerpts,
-    migrate,
+    migrate_and_submit,
     production_database,
     report,
     running_held_by,
     snapshot,
     status_counts,
-    submit,
     wait_tasks,
 )
 
@@ -57,21 +57,11 @@ def test_three_workers_one_killed(tmp_path: Path) -> None:
     timings: dict[str, float] = {}
     began = time.monotonic()
     with production_database() as url:
-        migrate(url, tmp_path)
         mark = time.monotonic()
-        task_ids = submit(url, tmp_path, MIX)
+        task_ids = migrate_and_submit(url, tmp_path, MIX)
         timings["submit"] = time.monotonic() - mark
-        assert len(task_ids) == MIX.total
 
-        with cluster(
-            url,
-            tmp_path,
-            CLOUDOPS_LEASE_SECONDS=str(LEASE_SECONDS),
-            CLOUDOPS_STEP_DELAY="0.005",
-            CLOUDOPS_RETRY_BASE_DELAY="0.05",
-            CLOUDOPS_BUS_POLL_INTERVAL="0.5",
-            CLOUDOPS_WORKER_CONCURRENCY="8",
-        ) as group:
+        with cluster(url, tmp_path, **cluster_settings(LEASE_SECONDS, 0.005)) as group:
             api = group.api()
             with HealthMonitor(api.healthz) as health:
                 mark = time.monotonic()

@@ -23,18 +23,18 @@ from tests.acceptance._production import (
     HealthMonitor,
     Mix,
     cluster,
+    cluster_settings,
     effect_problems,
     ensure_pg_running,
     journal_problems,
     listen_connections,
     log_excerpts,
     log_times,
-    migrate,
+    migrate_and_submit,
     pg_ctl,
     production_database,
     report,
     snapshot,
-    submit,
     wait_healthy,
     wait_pg_ready,
     wait_tasks,
@@ -53,19 +53,9 @@ def test_postgres_restart_mid_run(tmp_path: Path) -> None:
     began = time.monotonic()
     with production_database() as url:
         try:
-            migrate(url, tmp_path)
-            task_ids = submit(url, tmp_path, MIX)
-            assert len(task_ids) == MIX.total
+            task_ids = migrate_and_submit(url, tmp_path, MIX)
 
-            with cluster(
-                url,
-                tmp_path,
-                CLOUDOPS_LEASE_SECONDS=str(LEASE_SECONDS),
-                CLOUDOPS_STEP_DELAY="0.02",
-                CLOUDOPS_RETRY_BASE_DELAY="0.05",
-                CLOUDOPS_BUS_POLL_INTERVAL="0.5",
-                CLOUDOPS_WORKER_CONCURRENCY="8",
-            ) as group:
+            with cluster(url, tmp_path, **cluster_settings(LEASE_SECONDS, 0.02)) as group:
                 api = group.api()
                 with HealthMonitor(api.healthz) as health:
                     mark = time.monotonic()
