@@ -39,11 +39,20 @@ test('the feed follows new tasks and queue positions live, and cancels a queued 
 
   const row = (task) => feed.locator(`tr[data-task-id="${task.id}"]`);
   // "<status> <queue position>" of a row, e.g. "QUEUED 0" (shown as "next") or "RUNNING -".
+  // Read in one DOM call: asking "is there a position?" and then "which?" races with the
+  // re-render that removes it (a cancelled task has none), and the second call then waits
+  // for an element that never comes back.
   const state = async (task) => {
     const r = row(task);
     if (!(await r.count())) return 'absent';
-    const pos = r.locator('[data-queue-position]');
-    return `${await r.getAttribute('data-status')} ${(await pos.count()) ? await pos.getAttribute('data-queue-position') : '-'}`;
+    return r.evaluate(
+      (el) => {
+        const pos = el.querySelector('[data-queue-position]');
+        return `${el.dataset.status} ${pos ? pos.dataset.queuePosition : '-'}`;
+      },
+      undefined,
+      { timeout: 2_000 },
+    );
   };
   const expectState = async (task, wanted, timeout = 15_000) => {
     let last;
