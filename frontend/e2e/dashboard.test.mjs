@@ -46,14 +46,27 @@ describe('dashboard', () => {
     const page = await openPage(browser, `${server.url}/graphql`);
     const editor = page.locator('.graphiql-query-editor .monaco-editor');
     await editor.waitFor();
-    await editor.click();
-    await page.keyboard.press('Control+A');
-    await page.keyboard.press('Delete');
-    await page.keyboard.insertText('subscription Watch { taskEvents { taskId sequence kind status } }');
+    // Monaco may still be settling when it first shows: type until the editor holds exactly
+    // the subscription (a half-typed query would be sent over HTTP and refused).
+    const typed = 'subscription Watch { taskEvents { taskId sequence kind status } }';
+    await waitFor(
+      async () => {
+        await editor.click();
+        await page.keyboard.press('Control+A');
+        await page.keyboard.press('Delete');
+        await page.keyboard.insertText(typed);
+        const shown = await page.locator('.graphiql-query-editor .view-lines').innerText();
+        return shown.replace(/\s+/g, ' ').trim() === typed;
+      },
+      { timeout: 20_000, interval: 500, message: 'the subscription in the editor' },
+    );
+    // graphql-ws connects on the first subscription: the socket opening shows it was sent.
+    const socket = page.waitForEvent('websocket', { timeout: 20_000 });
     await page.getByRole('button', { name: /Execute query/ }).click();
-    // The subscription starts asynchronously (editor, then WebSocket, then `subscribe`), and an
-    // event published before it is registered is not replayed without a taskId. So keep
-    // producing events until one arrives rather than guessing how long the start takes.
+    await socket;
+    // The subscription is registered on the server a moment after the socket opens, and an
+    // event published before that is not replayed without a taskId: keep producing events
+    // until one arrives rather than guessing how long the start takes.
     let produced = 0;
     await waitFor(
       async () => {
@@ -63,7 +76,7 @@ describe('dashboard', () => {
         );
         return false;
       },
-      { timeout: 30_000, interval: 1_000, message: 'a subscription event in GraphiQL' },
+      { timeout: 30_000, interval: 2_000, message: 'a subscription event in GraphiQL' },
     );
     await screenshot(page, 'graphiql-subscription');
     assert.deepEqual(page.pageErrors, []);
