@@ -61,9 +61,22 @@ describe('dashboard', () => {
       { timeout: 20_000, interval: 500, message: 'the subscription in the editor' },
     );
     // graphql-ws connects on the first subscription: the socket opening shows it was sent.
-    const socket = page.waitForEvent('websocket', { timeout: 20_000 });
-    await page.getByRole('button', { name: /Execute query/ }).click();
-    await socket;
+    // GraphiQL reads the operation from the editor a moment after the text changes; an
+    // Execute before that sends the old operation over HTTP (refused). Press again until the
+    // socket opens, slowly enough that a socket still opening is not stopped by a press.
+    let opened = false;
+    page.on('websocket', () => {
+      opened = true;
+    });
+    await page.waitForTimeout(1_000);
+    await waitFor(
+      async () => {
+        if (opened) return true;
+        await page.getByRole('button', { name: /Execute query/ }).click();
+        return false;
+      },
+      { timeout: 40_000, interval: 5_000, message: 'GraphiQL opening its WebSocket' },
+    );
     // The subscription is registered on the server a moment after the socket opens, and an
     // event published before that is not replayed without a taskId: keep producing events
     // until one arrives rather than guessing how long the start takes.
