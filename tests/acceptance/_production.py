@@ -47,6 +47,7 @@ from cloudops.runtime import Runtime
 from cloudops.services import inputs
 from cloudops.services.results import Result
 from cloudops.settings import BusKind, Settings
+from tests import pg
 from tests.acceptance._support import CLOUDOPS, CloudopsProcess, clean_env, free_port, spawn
 
 #: The cluster's maintenance database, reached as the superuser with trust auth.
@@ -119,6 +120,8 @@ def production_database() -> Iterator[str]:
     yields its SQLAlchemy URL and drops it at the end."""
     reason = postgres_unreachable()
     if reason is not None:
+        if pg.REQUIRED:  # CI has PostgreSQL: there, its absence is a failure
+            pytest.fail(f"{reason} (CLOUDOPS_REQUIRE_POSTGRES is set)", pytrace=False)
         pytest.skip(reason)
     name = f"cloudops_prod_{uuid.uuid4().hex}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))

@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
-from cloudops.domain import EventKind, TaskStatus, TaskType
 from cloudops.events.broadcast import BroadcasterBroadcast
 from cloudops.events.hub import EventHub
-from cloudops.events.records import EventRecord
+from tests.integration.test_redis_broadcast import event
 
 HEARTBEAT = 0.05
 BURST = 150
@@ -33,24 +31,6 @@ class SlowReader(BroadcasterBroadcast):
                     yield text
 
             yield slow()
-
-
-def event(sequence: int) -> EventRecord:
-    return EventRecord(
-        f"e{sequence}",
-        "t1",
-        sequence,
-        EventKind.LOG,
-        datetime.now(UTC),
-        TaskStatus.RUNNING,
-        0.5,
-        "k8s:a/b",
-        TaskType.RESTART_WORKLOAD,
-        None,
-        None,
-        "hello",
-        None,
-    )
 
 
 async def test_a_backlog_delaying_the_heartbeat_echo_is_not_a_lost_broadcast() -> None:
