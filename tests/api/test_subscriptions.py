@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from cloudops.events.broadcast import create_broadcast
 from cloudops.events.hub import EventHub, SubscriberOverflow
 from cloudops.events.hub import Subscription as HubSubscription
 from cloudops.events.records import EventRecord
+from cloudops.graphql import shared_events
 from cloudops.graphql.replay import stored_events
 from cloudops.services import inputs
 from tests.api.conftest import LiveServer, op, project_and_environment
@@ -381,6 +382,59 @@ async def test_one_task_fans_out_identically_to_twenty_subscribers(
     for index, events in enumerate(streams):
         assert events == streams[0], f"subscriber {index} got a different stream"
         assert rows(events) == expected, f"subscriber {index} differs from storage"
+
+
+ALIASED_EVENTS = gql("""
+subscription($taskId: ID, $after: Int, $withKind: Boolean!) {
+  e: taskEvents(taskId: $taskId, afterSequence: $after) {
+    n: sequence
+    kind @include(if: $withKind)
+    ...Where
+  }
+}
+fragment Where on TaskEvent { status entityId }""")
+
+
+async def subscribe_items(client: Client, request: GraphQLRequest) -> list[dict[str, Any]]:
+    async with client as session:
+        return [item async for item in session.subscribe(request)]
+
+
+async def test_subscribers_with_different_selections_each_get_their_own_shape(
+    server_factory: ServerFactory,
+) -> None:
+    """Results are shared between subscribers of one operation (graphql/shared_events.py):
+    an alias, a fragment or a variable makes another operation, with its own result, and
+    every one of them is executed once per event, not once per subscriber."""
+    live: LiveServer = await server_factory(step_delay=0.05)
+    _, env_id = await project_and_environment(live)
+    task_id = await deploy(live, env_id)
+    aliased = [op(ALIASED_EVENTS, taskId=task_id, after=0, withKind=flag) for flag in (True, False)]
+    plain = [op(TASK_EVENTS, taskId=task_id, after=0) for _ in range(3)]
+
+    async with asyncio.timeout(30):
+        with_kind, without_kind, *plains = await asyncio.gather(
+            *(subscribe_items(live.ws_client(), request) for request in aliased + plain)
+        )
+
+    expected = await stored(live, task_id)
+    assert [item["taskEvents"] for item in plains[0]] == [item["taskEvents"] for item in plains[1]]
+    assert rows([item["taskEvents"] for item in plains[2]]) == expected
+    assert [(e["n"], e["kind"], e["status"]) for e in (item["e"] for item in with_kind)] == [
+        (sequence, kind, status) for sequence, kind, status, _ in expected
+    ]
+    assert all(set(item["e"]) == {"n", "kind", "status", "entityId"} for item in with_kind)
+    assert all(set(item["e"]) == {"n", "status", "entityId"} for item in without_kind)
+    # Three distinct operations (the two variable sets of ALIASED_EVENTS, TASK_EVENTS),
+    # each executed once for each event of the task, whatever the number of subscribers.
+    ids = {e.id for e in await events_of(live.runtime, task_id)}
+    executed = Counter(
+        event_id
+        for event_id, _ in shared_events._RESULTS._items
+        if event_id in ids
+    )
+    assert len(executed) == len(expected)
+    assert set(executed.values()) == {3}
 
 
 # ------------------------------------------------------------------ slow subscribers

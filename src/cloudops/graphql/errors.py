@@ -24,6 +24,12 @@ class MaskUnexpectedErrors(MaskErrors):
     def __init__(self) -> None:
         super().__init__(should_mask_error=is_unexpected)
 
+    def _process_result(self, result: object) -> None:
+        # Every subscription event passes here; the base class's isinstance against a
+        # runtime-checkable Protocol cost more than the rest of a delivery's bookkeeping.
+        if getattr(result, "errors", None):
+            super()._process_result(result)
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         error_id = uuid.uuid4().hex[:12]
         log.error(

@@ -39,6 +39,7 @@ from cloudops.graphql.inputs import (
 from cloudops.graphql.operation import running_root_fields
 from cloudops.graphql.permissions import CanAdminister, CanOperate, CanView
 from cloudops.graphql.replay import filtered_stream, task_stream
+from cloudops.graphql.shared_events import SharedEventExecutor, event_view
 from cloudops.graphql.types import (
     Artifact,
     Environment,
@@ -317,7 +318,7 @@ class Subscription:
             stream = filtered_stream(runtime.hub, matches)
         try:
             async for record in stream:
-                yield TaskEvent.from_record(record)
+                yield event_view(record)
         except SubscriptionEnded as ended:
             # Expected endings (fell behind, broadcast lost, shutdown) say why, unmasked,
             # so the client knows to resubscribe with afterSequence.
@@ -329,6 +330,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        execution_context_class=SharedEventExecutor,
         extensions=[
             lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
             lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),

@@ -22,6 +22,7 @@ from strawberry.subscriptions import (
 from cloudops.auth import Authenticator
 from cloudops.graphql.context import Context
 from cloudops.graphql.schema import build_schema
+from cloudops.graphql.shared_events import shared_json
 from cloudops.runtime import Runtime
 
 
@@ -73,6 +74,18 @@ class CloudOpsGraphQL(GraphQL[Context, None]):
         if not isinstance(value, dict | list):
             raise HTTPException(400, "The request body must be a JSON object (or a batch list)")
         return value
+
+    def encode_json(self, data: object) -> str | bytes:
+        """A subscription event's ``next`` message: the shared result's JSON, encoded once
+        for all subscribers (graphql/shared_events.py), spliced after this one's id."""
+        if isinstance(data, dict) and data.get("type") == "next":
+            payload = data.get("payload")
+            if isinstance(payload, dict) and len(payload) == 1 and "data" in payload:
+                shared = shared_json(payload["data"])
+                if shared is not None:
+                    operation = json.dumps(data["id"])
+                    return f'{{"id":{operation},"type":"next","payload":{{"data":{shared}}}}}'
+        return super().encode_json(data)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(

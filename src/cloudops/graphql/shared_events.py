@@ -1,0 +1,134 @@
+"""Subscription events resolved once per distinct operation, not once per subscriber.
+
+A thousand dashboards on the live feed ask the same question of the same event. Running
+graphql-core's execution of the selection for each of them was most of the fan-out's CPU
+(scenario 4 of ``bench/``). Here every subscriber of an event gets the same ``TaskEvent``
+object, and the executor keeps the result of executing an operation on that event under
+a key of everything that can change it: the operation's text with its fragments, the
+coerced variables, and the viewer's organization and role. A result with errors is never
+shared; each subscriber still gets its own ``next`` message (ids differ), only the work
+behind it is done once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+from typing import Any, Generic, TypeVar
+
+from graphql import ExecutionResult, OperationType, print_ast
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from cloudops.events.records import EventRecord
+from cloudops.graphql.types import TaskEvent
+
+#: Events recently delivered; a subscriber further behind than this gets a fresh
+#: conversion (correct, only slower), so the bound is about memory, not correctness.
+CACHE_SIZE = 4096
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Recent(Generic[K, V]):
+    """A bounded map that forgets the oldest entry first (events are delivered in the
+    order they were published, so oldest-first is least-recently-used here)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        items = self._items
+        items[key] = value
+        if len(items) > self._size:
+            del items[next(iter(items))]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+_VIEWS: _Recent[str, TaskEvent] = _Recent(CACHE_SIZE)
+_RESULTS: _Recent[tuple[str, Hashable], ExecutionResult] = _Recent(CACHE_SIZE * 4)
+
+
+#: id(data) -> (data, its JSON); the data is held so that its id is not reused meanwhile.
+_ENCODED: _Recent[int, tuple[Any, str]] = _Recent(CACHE_SIZE * 4)
+_COMPACT: dict[str, Any] = {"separators": (",", ":")}
+
+
+def shared_json(data: object) -> str | None:
+    """The JSON of a shared event result, encoded once; None for any other data."""
+    entry = _ENCODED.get(id(data))
+    return entry[1] if entry is not None and entry[0] is data else None
+
+
+def event_view(record: EventRecord) -> TaskEvent:
+    """The API object of a broadcast event, built once for all its subscribers."""
+    view = _VIEWS.get(record.id)
+    if view is None:
+        view = TaskEvent.from_record(record)
+        _VIEWS.put(record.id, view)
+    return view
+
+
+def forget_all() -> None:
+    """Drop every cached view and result (tests that reuse event ids across schemas)."""
+    _VIEWS.clear()
+    _RESULTS.clear()
+    _ENCODED.clear()
+
+
+class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, sharing per-event results of subscriptions between
+    subscribers whose operations are the same; queries and mutations are untouched."""
+
+    _event_key: Hashable | None = None
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        if self._event_key is None and self.operation.operation is OperationType.SUBSCRIPTION:
+            self._event_key = self._operation_key()
+        if isinstance(payload, TaskEvent):
+            cached = _RESULTS.get((str(payload.id), self._event_key))
+            if cached is not None:
+                return _Executed(cached)  # not even the copy of this executor
+        return super().build_per_event_executor(payload)
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        payload = self.root_value
+        key = self._event_key
+        if key is None or not isinstance(payload, TaskEvent):
+            return super().execute_operation(serially)
+        cache_key = (str(payload.id), key)
+        result = super().execute_operation(serially)
+        # Every TaskEvent field resolves synchronously; were one to become async, its
+        # awaitable result would simply not be shared.
+        if isinstance(result, ExecutionResult) and not result.errors:
+            _RESULTS.put(cache_key, result)
+            _ENCODED.put(id(result.data), (result.data, json.dumps(result.data, **_COMPACT)))
+        return result
+
+    def _operation_key(self) -> Hashable:
+        text = print_ast(self.operation) + "".join(
+            print_ast(fragment.definition) for _, fragment in sorted(self.fragments.items())
+        )
+        variables = json.dumps(self.variable_values, sort_keys=True, default=str)
+        viewer = getattr(self.context_value, "viewer", None)
+        who = None if viewer is None else (viewer.organization_id, viewer.role.value)
+        return (text, variables, who)
+
+
+class _Executed:
+    """What graphql-core asks of a per-event executor, for a result already computed."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: ExecutionResult) -> None:
+        self.result = result
+
+    def execute_operation(self, serially: bool | None = None) -> ExecutionResult:
+        return self.result
