@@ -107,6 +107,21 @@ async def test_limits_follow_the_settings(server_factory: ServerFactory) -> None
     assert any("token" in m.lower() for m in error_messages(body)), body
 
 
+async def test_limits_hold_for_a_document_sent_again(server: LiveServer) -> None:
+    """Parse and validation results are cached per document text: a refused document is
+    refused every time, with the same reason, and a syntax error is reported every time."""
+    deep = nested_query(20)
+    aliases = "{ " + " ".join(f"a{i}: viewer {{ id }}" for i in range(31)) + " }"
+    for _ in range(3):
+        body = await server.execute(deep)
+        assert body.get("data") is None and any("depth" in m.lower() for m in error_messages(body))
+        body = await server.execute(aliases)
+        assert body.get("data") is None and any("alias" in m.lower() for m in error_messages(body))
+        body = await server.execute("{ viewer { id ")
+        assert any("syntax error" in m.lower() for m in error_messages(body)), body
+        assert "errors" not in await server.execute("{ viewer { id } }")
+
+
 # -- body size -----------------------------------------------------------------------------
 
 

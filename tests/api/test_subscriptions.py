@@ -428,11 +428,7 @@ async def test_subscribers_with_different_selections_each_get_their_own_shape(
     # Three distinct operations (the two variable sets of ALIASED_EVENTS, TASK_EVENTS),
     # each executed once for each event of the task, whatever the number of subscribers.
     ids = {e.id for e in await events_of(live.runtime, task_id)}
-    executed = Counter(
-        event_id
-        for event_id, _ in shared_events._RESULTS._items
-        if event_id in ids
-    )
+    executed = Counter(event_id for event_id, _ in shared_events._RESULTS._items if event_id in ids)
     assert len(executed) == len(expected)
     assert set(executed.values()) == {3}
 
