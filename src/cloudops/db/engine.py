@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from cloudops.db import sqlite_driver
 from cloudops.errors import DatabaseUnavailable
 
 _WRITE = "cloudops_write"
@@ -66,7 +67,10 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
-        self.engine = create_async_engine(url, **kwargs)
+        engine_url = make_url(url)
+        if engine_url.drivername == "sqlite+aiosqlite":
+            engine_url = engine_url.set(drivername=sqlite_driver.DRIVERNAME)
+        self.engine = create_async_engine(engine_url, **kwargs)
         if self.is_sqlite:
             _tune_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})

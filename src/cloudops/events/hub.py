@@ -229,8 +229,8 @@ class EventHub:
                 # Anything arriving proves the stream alive, not only our own echo, which
                 # under a burst waits behind the backlog.
                 unanswered = 0
-                if text.startswith(HEARTBEAT_PREFIX):
-                    continue
+                if text.startswith(HEARTBEAT_PREFIX) or not self._subscriptions:
+                    continue  # a process nobody watches (a worker) need not decode events
                 try:
                     event = EventRecord.from_json(text)
                 except (ValueError, KeyError, TypeError):
