@@ -7,13 +7,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import strawberry
 from graphql import GraphQLError, OperationDefinitionNode
 from sqlalchemy import func, select
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.permission import BasePermission
 
 from cloudops import __version__
@@ -28,7 +22,7 @@ from cloudops.graphql.connections import (
     project_connection,
     task_connection,
 )
-from cloudops.graphql.document_cache import CachedParse
+from cloudops.graphql.document_cache import DocumentLimits
 from cloudops.graphql.errors import MaskUnexpectedErrors
 from cloudops.graphql.inputs import (
     BackupDatabaseInput,
@@ -332,12 +326,6 @@ class Subscription:
             raise GraphQLError(str(ended), extensions={"code": ended.code}) from None
 
 
-#: Distinct operation texts whose parse and validation are kept: a dashboard, GraphiQL
-#: and scripts send the same few documents again and again, and validating even
-#: ``{ __typename }`` cost about a millisecond. Bounded, so unique texts cannot grow it.
-DOCUMENT_CACHE_SIZE = 512
-
-
 def build_schema(settings: Settings) -> strawberry.Schema:
     # The limiters' rules are built once: each limiter makes a new rule class per instance,
     # and rules that differ per request would make every validation a cache miss.
@@ -351,10 +339,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=Subscription,
         execution_context_class=SharedEventExecutor,
         extensions=[
-            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-            lambda: CachedParse(maxsize=DOCUMENT_CACHE_SIZE),
-            lambda: AddValidationRules(limits),
-            lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
+            lambda: DocumentLimits(max_tokens=settings.max_tokens, rules=limits),
             MaskUnexpectedErrors,
         ],
     )
