@@ -1122,6 +1122,44 @@ async def test_postgres_notify_wakes_a_blocked_receiver_at_once() -> None:
             waiting.cancel()
 
 
+async def test_postgres_publish_in_wakes_at_commit_and_never_on_rollback() -> None:
+    """A submission wakes workers from inside its own transaction (TaskService._queueing):
+    nobody is woken by one that rolls back, and a committed one wakes a receiver at once."""
+    async with postgres_buses(2, poll_interval=30.0) as (publisher, receiver):
+        assert publisher.bus.publishes_in_transaction
+        waiting = asyncio.create_task(receiver.receive())
+        try:
+            await listening(receiver, 1)
+            await asyncio.sleep(0.5)  # it has looked once more and gone to sleep
+
+            class Abandoned(Exception):
+                pass
+
+            with pytest.raises(Abandoned):
+                async with publisher.db.write() as session:
+                    await publisher.bus.publish_in(session, msg("a", 1))
+                    raise Abandoned
+            await publisher.insert_row(msg("a", 1))  # the row alone wakes nobody
+            await asyncio.wait({waiting}, timeout=1.5)
+            assert not waiting.done(), "a rolled-back publish_in woke the receiver"
+
+            started = asyncio.get_running_loop().time()
+            async with publisher.db.write() as session:
+                await publisher.bus.publish_in(session, msg("a", 1))
+            got = await asyncio.wait_for(waiting, 10)
+            elapsed = asyncio.get_running_loop().time() - started
+            assert got.message == msg("a", 1)
+            assert elapsed < 3.0, f"the committed publish_in woke the receiver after {elapsed:.1f}s"
+        finally:
+            waiting.cancel()
+
+
+async def test_in_process_bus_is_published_to_after_commit() -> None:
+    bus = InMemorySessionBus()
+    assert not bus.publishes_in_transaction
+    await bus.close()
+
+
 async def test_postgres_cancelled_receive_stops_even_when_woken_at_the_same_time() -> None:
     # A worker that stops cancels its pending receive(). If a NOTIFY arrives in the same
     # event-loop iteration (the LISTEN callback sets the bus's wake-up event), the

@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +51,16 @@ class Delivery:
 
 class SessionBus(Protocol):
     name: str
+    #: True: :meth:`publish_in` publishes inside the caller's write transaction. False:
+    #: the caller publishes after commit, in the order the queue positions were assigned.
+    publishes_in_transaction: bool
 
     async def publish(self, message: TaskMessage) -> None:
         """Queue a message in its session (by ``order``); a duplicate task_id is ignored."""
+
+    async def publish_in(self, session: AsyncSession, message: TaskMessage) -> None:
+        """Publish as part of the caller's open write transaction: receivable once it
+        commits, never if it rolls back (only where ``publishes_in_transaction``)."""
 
     async def receive(self) -> Delivery:
         """Wait for the head of a free session whose run_after has come; lock that session."""

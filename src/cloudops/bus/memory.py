@@ -13,8 +13,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from cloudops.bus.base import BusClosed, Delivery, TaskMessage
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @dataclass
@@ -45,6 +49,12 @@ class InMemorySessionBus:
         self._cancel_callbacks: list[Callable[[str], None]] = []
 
     # -- publishing ---------------------------------------------------------------
+    #: Its queues live in this process, not in the database: publish after commit.
+    publishes_in_transaction = False
+
+    async def publish_in(self, session: AsyncSession, message: TaskMessage) -> None:
+        raise NotImplementedError("the in-process bus is published to after commit")
+
     async def publish(self, message: TaskMessage) -> None:
         async with self._cond:
             session = self._sessions.setdefault(message.session_id, _Session())

@@ -24,6 +24,7 @@ from datetime import datetime
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudops.bus.base import BusClosed, Delivery, Lease, TaskMessage
 from cloudops.db.engine import Database
@@ -193,9 +194,16 @@ class PostgresSessionBus:
             await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
     # -- the interface ---------------------------------------------------------------------
+    #: The task row is the message and NOTIFY is delivered at commit: a submission wakes
+    #: workers from inside its own transaction, with no second one.
+    publishes_in_transaction = True
+
     async def publish(self, message: TaskMessage) -> None:
         """The task row is the message (committed by the caller); this only wakes workers."""
         await self._notify()
+
+    async def publish_in(self, session: AsyncSession, message: TaskMessage) -> None:
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
     async def receive(self) -> Delivery:
         self.start_listening()

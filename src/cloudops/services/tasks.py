@@ -9,8 +9,9 @@ commit together; only then is the task published to the bus. Bad input writes no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -88,8 +89,26 @@ class TaskService:
         self.registry = registry
         self.artifacts = artifacts
         # Commit and publish happen under one lock, so the in-process bus sees tasks in
-        # the order their queue positions were assigned.
+        # the order their queue positions were assigned (see _queueing).
         self._enqueue_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _queueing(self) -> AsyncIterator[tuple[JournalTransaction, list[TaskMessage]]]:
+        """A journal transaction; the messages the caller adds reach the bus when it
+        commits, in queue-position order. A bus that publishes inside the transaction
+        (PostgreSQL: NOTIFY at commit; positions from a sequence under a per-entity lock)
+        needs no second transaction and no process-wide lock; the in-process bus is
+        published to after commit, under the lock."""
+        inside = self.bus.publishes_in_transaction
+        async with contextlib.nullcontext() if inside else self._enqueue_lock:
+            messages: list[TaskMessage] = []
+            async with self.journal.transaction() as txn:
+                yield txn, messages
+                if inside and messages:
+                    await self.bus.publish_in(txn.session, messages[0])  # one wake-up
+            if not inside:
+                for message in messages:
+                    await self.bus.publish(message)
 
     # -- the five task types ---------------------------------------------------------
     async def deploy(self, data: inputs.Deploy, org: str = DEFAULT_ORGANIZATION_ID) -> Result[Task]:
@@ -263,48 +282,47 @@ class TaskService:
         reapers; the teardown's idempotency key makes the task unique too."""
         now = utcnow()
         queued: list[Task] = []
-        async with self._enqueue_lock:
-            async with self.journal.transaction() as txn:
-                envs = (
-                    (
-                        await txn.session.execute(
-                            select(Environment)
-                            .where(
-                                Environment.type == EnvironmentType.SANDBOX.value,
-                                Environment.expired.is_(False),
-                                Environment.expires_at <= now,
-                            )
-                            .order_by(Environment.expires_at)
-                            .limit(limit)
+        async with self._queueing() as (txn, messages):
+            envs = (
+                (
+                    await txn.session.execute(
+                        select(Environment)
+                        .where(
+                            Environment.type == EnvironmentType.SANDBOX.value,
+                            Environment.expired.is_(False),
+                            Environment.expires_at <= now,
                         )
+                        .order_by(Environment.expires_at)
+                        .limit(limit)
                     )
-                    .scalars()
-                    .all()
                 )
-                for env in envs:
-                    marked = await txn.session.execute(
-                        update(Environment)
-                        .where(Environment.id == env.id, Environment.expired.is_(False))
-                        .values(expired=True)
-                        .execution_options(synchronize_session=False)
-                    )
-                    if marked.rowcount != 1:  # type: ignore[attr-defined]
-                        continue
-                    project_org = await txn.session.scalar(
-                        select(Project.organization_id).where(Project.id == env.project_id)
-                    )
-                    draft = Draft(
-                        TaskType.SANDBOX,
-                        env.id,
-                        {"projectId": env.project_id, "name": env.name, "action": TEARDOWN},
-                        inputs.TaskOptions(idempotency_key=f"sandbox-teardown:{env.id}"),
-                    )
-                    draft.project_id, draft.environment_id = env.project_id, env.id
-                    org = project_org or DEFAULT_ORGANIZATION_ID
-                    if await _by_key(txn.session, org, f"sandbox-teardown:{env.id}") is None:
-                        queued.append(await self._insert(txn, draft, org))
-            for task in queued:
-                await self.bus.publish(TaskMessage(task.id, task.entity_id, task.queue_seq))
+                .scalars()
+                .all()
+            )
+            for env in envs:
+                marked = await txn.session.execute(
+                    update(Environment)
+                    .where(Environment.id == env.id, Environment.expired.is_(False))
+                    .values(expired=True)
+                    .execution_options(synchronize_session=False)
+                )
+                if marked.rowcount != 1:  # type: ignore[attr-defined]
+                    continue
+                project_org = await txn.session.scalar(
+                    select(Project.organization_id).where(Project.id == env.project_id)
+                )
+                draft = Draft(
+                    TaskType.SANDBOX,
+                    env.id,
+                    {"projectId": env.project_id, "name": env.name, "action": TEARDOWN},
+                    inputs.TaskOptions(idempotency_key=f"sandbox-teardown:{env.id}"),
+                )
+                draft.project_id, draft.environment_id = env.project_id, env.id
+                org = project_org or DEFAULT_ORGANIZATION_ID
+                if await _by_key(txn.session, org, f"sandbox-teardown:{env.id}") is None:
+                    task = await self._insert(txn, draft, org)
+                    queued.append(task)
+                    messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq))
         return len(queued)
 
     # -- cancel and retry -------------------------------------------------------------
@@ -378,28 +396,29 @@ class TaskService:
             )
         handler = self.registry.get(task.type)
         names = [step.name for step in handler.plan(task.input)]
-        async with self._enqueue_lock:
-            async with self.journal.transaction() as txn:
-                queue_seq = await next_queue_seq(txn.session, task.entity_id)
-                requeued = await txn.append(
-                    task.id,
-                    EventKind.QUEUED,
-                    Guard({TaskStatus.FAILED, TaskStatus.CANCELLED}),
-                    {
-                        "status": TaskStatus.QUEUED.value,
-                        "attempt": 1,
-                        "steps": fresh_plan(names),
-                        "progress": 0.0,
-                        "dead_lettered": False,
-                        "error": None,
-                        "run_after": None,
-                        "started_at": None,
-                        "finished_at": None,
-                        "cancel_requested": False,
-                        "queue_seq": queue_seq,
-                    },
-                    message="queued again by retryTask (attempt 1, fresh plan)",
-                )
+        async with self._queueing() as (txn, messages):
+            queue_seq = await next_queue_seq(txn.session, task.entity_id)
+            requeued = await txn.append(
+                task.id,
+                EventKind.QUEUED,
+                Guard({TaskStatus.FAILED, TaskStatus.CANCELLED}),
+                {
+                    "status": TaskStatus.QUEUED.value,
+                    "attempt": 1,
+                    "steps": fresh_plan(names),
+                    "progress": 0.0,
+                    "dead_lettered": False,
+                    "error": None,
+                    "run_after": None,
+                    "started_at": None,
+                    "finished_at": None,
+                    "cancel_requested": False,
+                    "queue_seq": queue_seq,
+                },
+                message="queued again by retryTask (attempt 1, fresh plan)",
+            )
+            if requeued is not None:
+                messages.append(TaskMessage(task.id, task.entity_id, queue_seq))
             if requeued is None:
                 return Result.refused(
                     UserError(
@@ -408,7 +427,6 @@ class TaskService:
                         ErrorCode.NOT_RETRYABLE,
                     )
                 )
-            await self.bus.publish(TaskMessage(task.id, task.entity_id, queue_seq))
         return Result(await self.get(task.id, org))
 
     async def get(self, task_id: str, org: str = DEFAULT_ORGANIZATION_ID) -> Task | None:
@@ -420,22 +438,21 @@ class TaskService:
     async def _submit(self, draft: Draft, org: str) -> Result[Task]:
         key = draft.options.idempotency_key
         for _ in range(3):
-            async with self._enqueue_lock:
-                try:
-                    async with self.journal.transaction() as txn:
-                        if key is not None:
-                            existing = await _by_key(txn.session, org, key)
-                            if existing is not None:
-                                return _deduplicate(existing, draft)
-                        errors = await draft.resolve(txn.session, draft)
-                        if errors:
-                            return Result.refused(*errors)
-                        task = await self._insert(txn, draft, org)
-                except IntegrityError:
-                    if key is None:
-                        raise
-                    continue  # a concurrent request with the same key won: look again
-                await self.bus.publish(TaskMessage(task.id, task.entity_id, task.queue_seq))
+            try:
+                async with self._queueing() as (txn, messages):
+                    if key is not None:
+                        existing = await _by_key(txn.session, org, key)
+                        if existing is not None:
+                            return _deduplicate(existing, draft)
+                    errors = await draft.resolve(txn.session, draft)
+                    if errors:
+                        return Result.refused(*errors)
+                    task = await self._insert(txn, draft, org)
+                    messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq))
+            except IntegrityError:
+                if key is None:
+                    raise
+                continue  # a concurrent request with the same key won: look again
             return Result(task)  # exactly the row just committed: no need to read it back
         raise RuntimeError("idempotency key conflict did not settle")
 
