@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TypeVar
 
 from sqlalchemy import select
 from strawberry.dataloader import DataLoader
@@ -12,53 +14,47 @@ from cloudops.db.engine import Database
 from cloudops.db.models import Artifact, Environment, Project, Task
 from cloudops.domain import TaskStatus
 
+#: Rows looked up by id.
+ById = TypeVar("ById", Project, Environment)
+#: Rows listed per owner (project -> environments, task -> artifacts), oldest first.
+Owned = TypeVar("Owned", Environment, Artifact)
+
 
 class Loaders:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.project = DataLoader[str, Project | None](load_fn=self._projects)
-        self.environment = DataLoader[str, Environment | None](load_fn=self._environments)
-        self.environments_of_project = DataLoader[str, list[Environment]](
-            load_fn=self._environments_of_projects
+        self.project = DataLoader[str, Project | None](
+            load_fn=functools.partial(self._by_id, Project)
         )
-        self.artifacts_of_task = DataLoader[str, list[Artifact]](load_fn=self._artifacts)
+        self.environment = DataLoader[str, Environment | None](
+            load_fn=functools.partial(self._by_id, Environment)
+        )
+        self.environments_of_project = DataLoader[str, list[Environment]](
+            load_fn=functools.partial(self._owned, Environment, "project_id")
+        )
+        self.artifacts_of_task = DataLoader[str, list[Artifact]](
+            load_fn=functools.partial(self._owned, Artifact, "task_id")
+        )
         self.queue_position = DataLoader[tuple[str, int], int](load_fn=self._queue_positions)
 
-    async def _projects(self, ids: Sequence[str]) -> list[Project | None]:
+    async def _by_id(self, model: type[ById], ids: Sequence[str]) -> list[ById | None]:
         async with self._db.read() as session:
-            rows = (await session.execute(select(Project).where(Project.id.in_(ids)))).scalars()
+            rows = (await session.execute(select(model).where(model.id.in_(ids)))).scalars()
             found = {row.id: row for row in rows}
         return [found.get(i) for i in ids]
 
-    async def _environments(self, ids: Sequence[str]) -> list[Environment | None]:
-        async with self._db.read() as session:
-            rows = await session.execute(select(Environment).where(Environment.id.in_(ids)))
-            found = {row.id: row for row in rows.scalars()}
-        return [found.get(i) for i in ids]
-
-    async def _environments_of_projects(self, ids: Sequence[str]) -> list[list[Environment]]:
-        grouped: dict[str, list[Environment]] = defaultdict(list)
+    async def _owned(
+        self, model: type[Owned], owner: str, owner_ids: Sequence[str]
+    ) -> list[list[Owned]]:
+        column = getattr(model, owner)
+        grouped: dict[str, list[Owned]] = defaultdict(list)
         async with self._db.read() as session:
             rows = await session.execute(
-                select(Environment)
-                .where(Environment.project_id.in_(ids))
-                .order_by(Environment.created_at, Environment.id)
+                select(model).where(column.in_(owner_ids)).order_by(model.created_at, model.id)
             )
             for row in rows.scalars():
-                grouped[row.project_id].append(row)
-        return [grouped[i] for i in ids]
-
-    async def _artifacts(self, task_ids: Sequence[str]) -> list[list[Artifact]]:
-        grouped: dict[str, list[Artifact]] = defaultdict(list)
-        async with self._db.read() as session:
-            rows = await session.execute(
-                select(Artifact)
-                .where(Artifact.task_id.in_(task_ids))
-                .order_by(Artifact.created_at, Artifact.id)
-            )
-            for row in rows.scalars():
-                grouped[row.task_id].append(row)
-        return [grouped[i] for i in task_ids]
+                grouped[getattr(row, owner)].append(row)
+        return [grouped[i] for i in owner_ids]
 
     async def _queue_positions(self, keys: Sequence[tuple[str, int]]) -> list[int]:
         """How many QUEUED tasks of the same entity are ahead of each (entity, queue_seq)."""
