@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
 
 from cloudops import __version__
 from cloudops.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -19,21 +23,31 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level)
     app = create_app(settings, run_worker=not args.no_worker)
-    config = uvicorn.Config(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        lifespan="on",
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
-    )
+    config = server_config(app, settings, host=args.host, port=args.port)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it shut down on once it is done; a graceful stop on
     # SIGTERM should still end with exit code 0, so that re-raise must find a no-op handler.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run()
     return 0 if server.started else 1
+
+
+def server_config(
+    app: Any, settings: Settings, *, host: str | None = None, port: int | None = None
+) -> uvicorn.Config:
+    """How ``cloudops serve`` runs the app under uvicorn (the API tests use it too)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_per_message_deflate=settings.ws_compression,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+    )
 
 
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
-from tests.acceptance._support import CLOUDOPS, clean_env, free_port
+from tests.acceptance._support import CLOUDOPS, clean_env, free_port, running_server
 
 #: A refused start must come back well within this (it never gets as far as serving).
 QUICK = 15.0
@@ -92,3 +93,18 @@ def test_migrate_creates_the_schema_on_an_empty_database(tmp_path: Path) -> None
         }
     assert "tasks" in tables, sorted(tables)
     assert {"task_events", "artifacts", "sim_workloads"} <= tables, sorted(tables)
+
+
+@pytest.mark.parametrize(("setting", "negotiated"), [(None, False), ("true", True)])
+async def test_websocket_compression_follows_the_setting(
+    tmp_path: Path, setting: str | None, negotiated: bool
+) -> None:
+    """permessage-deflate is off unless CLOUDOPS_WS_COMPRESSION turns it on (it cost a
+    fifth of the fan-out's CPU), whatever the client offers."""
+    overrides = {} if setting is None else {"CLOUDOPS_WS_COMPRESSION": setting}
+    with running_server(tmp_path, "serve", **overrides) as server:
+        url = f"ws://127.0.0.1:{server.port}/graphql"
+        async with connect(url, subprotocols=["graphql-transport-ws"], compression="deflate") as ws:
+            assert ws.subprotocol == "graphql-transport-ws"
+            extensions = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+    assert ("permessage-deflate" in extensions) == negotiated, extensions

@@ -16,6 +16,7 @@ from gql import Client, GraphQLRequest, gql
 from gql.transport.httpx import HTTPXAsyncTransport
 from gql.transport.websockets import WebsocketsTransport
 
+from cloudops.cli import server_config
 from cloudops.runtime import Runtime
 from cloudops.web.app import create_app
 from tests.conftest import make_settings
@@ -82,9 +83,7 @@ async def start_server(tmp_path: Path, **overrides: Any) -> LiveServer:
     port = free_port()
     settings = make_settings(tmp_path, port=port, **overrides)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws="websockets-sansio"
-    )
+    config = server_config(app, settings, host="127.0.0.1", port=port)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(20):
