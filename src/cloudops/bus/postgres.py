@@ -114,6 +114,11 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+async def _wake_workers(session: AsyncSession) -> None:
+    """NOTIFY the workers' channel; PostgreSQL delivers it when ``session`` commits."""
+    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
 class PostgresSessionBus:
     name = "postgres"
 
@@ -191,7 +196,7 @@ class PostgresSessionBus:
 
     async def _notify(self) -> None:
         async with self._db.write() as session:
-            await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+            await _wake_workers(session)
 
     # -- the interface ---------------------------------------------------------------------
     #: The task row is the message and NOTIFY is delivered at commit: a submission wakes
@@ -203,7 +208,7 @@ class PostgresSessionBus:
         await self._notify()
 
     async def publish_in(self, session: AsyncSession, message: TaskMessage) -> None:
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        await _wake_workers(session)
 
     async def receive(self) -> Delivery:
         self.start_listening()
@@ -278,7 +283,7 @@ class PostgresSessionBus:
                 _RELEASE,
                 {"entity": delivery.lease.entity_id, "owner": self.owner, "fence": delivery.fence},
             )
-            await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+            await _wake_workers(session)
 
     async def complete(self, delivery: Delivery) -> None:
         await self._release(delivery)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from threading import Thread
 from typing import Any
 
@@ -97,24 +97,20 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._arraysize = value
 
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
-        async with self._adapt_connection._execute_mutex:
-            outcome = await self._connection._execute(
-                _run, self._connection._conn, operation, parameters
-            )
-            self._keep(outcome)
-            return self
+        return await self._on_thread(_run, operation, parameters)
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
-        async with self._adapt_connection._execute_mutex:
-            outcome = await self._connection._execute(
-                _run_many, self._connection._conn, operation, seq_of_parameters
-            )
-            self._keep(outcome)
-            return self
+        return await self._on_thread(_run_many, operation, seq_of_parameters)
 
-    def _keep(self, outcome: _Outcome) -> None:
+    async def _on_thread(
+        self, run: Callable[[sqlite3.Connection, str, Any], _Outcome], operation: Any, args: Any
+    ) -> OneTripCursor:
+        """One trip: ``run`` on the connection's thread; keep what it returned."""
+        async with self._adapt_connection._execute_mutex:
+            outcome = await self._connection._execute(run, self._connection._conn, operation, args)
         self._description, self._rowcount, self._lastrowid, rows = outcome
         self._rows = collections.deque(rows or ())
+        return self
 
     async def _async_soft_close(self) -> None:
         return  # nothing open on the thread

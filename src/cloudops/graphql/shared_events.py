@@ -48,9 +48,6 @@ class _Recent(Generic[K, V]):
         if len(items) > self._size:
             del items[next(iter(items))]
 
-    def clear(self) -> None:
-        self._items.clear()
-
 
 _VIEWS: _Recent[str, TaskEvent] = _Recent(CACHE_SIZE)
 _RESULTS: _Recent[tuple[str, Hashable], ExecutionResult] = _Recent(CACHE_SIZE * 4)
@@ -74,13 +71,6 @@ def event_view(record: EventRecord) -> TaskEvent:
         view = TaskEvent.from_record(record)
         _VIEWS.put(record.id, view)
     return view
-
-
-def forget_all() -> None:
-    """Drop every cached view and result (tests that reuse event ids across schemas)."""
-    _VIEWS.clear()
-    _RESULTS.clear()
-    _ENCODED.clear()
 
 
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
