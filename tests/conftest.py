@@ -77,7 +77,7 @@ async def runtime_factory(
     base: dict[str, Any] = {}
     url: str | None = None
     if backend == "postgres":
-        url = await pg.fresh_database()  # skips, saying why, without PostgreSQL
+        url = await pg.fresh_database()  # fails, saying why, without PostgreSQL
         base = {"database_url": url, **POSTGRES_SETTINGS}
     started: list[Runtime] = []
 

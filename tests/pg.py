@@ -8,9 +8,9 @@ into it; every test database is then a ``CREATE DATABASE ... TEMPLATE`` copy of 
 created here is dropped again: after its test (in the helper thread), and whatever is left
 by :func:`drop_created_databases` at the end of the test session.
 
-PostgreSQL is optional for a local run: when it cannot be reached, :func:`require_postgres`
-(the one place that decides) skips the test and says why. CI sets
-``CLOUDOPS_REQUIRE_POSTGRES=1``, which turns that skip into a failure.
+PostgreSQL is required (the machine has it; ``.ci/run`` starts it when it is down): when it
+cannot be reached, :func:`require_postgres` (the one place that decides) fails the test
+and says why.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ T = TypeVar("T")
 ADMIN_DSN = os.environ.get(
     "CLOUDOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-#: Fail instead of skipping when PostgreSQL is not reachable (set in CI).
-REQUIRED = os.environ.get("CLOUDOPS_REQUIRE_POSTGRES", "") not in ("", "0", "false", "no")
 
 TEMPLATE = f"cloudops_test_template_{os.getpid()}"
 DATABASE_PREFIX = "cloudops_t_"
@@ -110,30 +108,22 @@ def unavailable_reason() -> str | None:
     return _in_own_loop(_probe())
 
 
-def pg_available() -> bool:
-    return unavailable_reason() is None
-
-
 def describe() -> str:
     """One line for the pytest report header."""
     reason = unavailable_reason()
     if reason is None:
         return f"postgresql: {ADMIN_DSN} (template {TEMPLATE})"
-    action = "FAIL (CLOUDOPS_REQUIRE_POSTGRES)" if REQUIRED else "be SKIPPED"
-    return f"postgresql: NOT reachable at {ADMIN_DSN} ({reason}); PostgreSQL tests will {action}"
+    return f"postgresql: NOT reachable at {ADMIN_DSN} ({reason}); PostgreSQL tests will FAIL"
 
 
 def require_postgres() -> None:
-    """Skip (or, in CI, fail) the calling test when PostgreSQL is not reachable.
-
-    The only place that lets a test skip for want of PostgreSQL."""
+    """Fail the calling test, saying why, when PostgreSQL is not reachable."""
     reason = unavailable_reason()
-    if reason is None:
-        return
-    message = f"PostgreSQL is not reachable at {ADMIN_DSN}: {reason}"
-    if REQUIRED:
-        pytest.fail(f"{message} (CLOUDOPS_REQUIRE_POSTGRES is set)", pytrace=False)
-    pytest.skip(message)
+    if reason is not None:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {ADMIN_DSN}: {reason} (start it as .ci/run does)",
+            pytrace=False,
+        )
 
 
 async def _sign(conn: asyncpg.Connection, name: str) -> None:
@@ -304,7 +294,7 @@ def drop_created_databases() -> None:
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
-    """A fresh migrated database for one test, dropped at teardown (skips without
+    """A fresh migrated database for one test, dropped at teardown (fails without
     PostgreSQL)."""
     url = await fresh_database()
     try:

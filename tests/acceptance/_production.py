@@ -7,7 +7,7 @@ schema comes from ``cloudops migrate``, run as a subprocess like an operator wou
 processes (``cloudops serve --no-worker``, ``cloudops worker``) write to log files in the
 test's temporary directory. Progress and results are read from the database with a plain
 :class:`~cloudops.db.engine.Database` and Core selects, never with ``Runtime.start`` while
-workers run. When PostgreSQL cannot be reached the tests are skipped, never otherwise.
+workers run. When PostgreSQL cannot be reached the tests fail and say why.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -92,15 +91,6 @@ async def _admin(*statements: str) -> None:
         await conn.close()
 
 
-def postgres_unreachable() -> str | None:
-    """Why PostgreSQL cannot be used, or None when it can."""
-    try:
-        asyncio.run(_admin("SELECT 1"))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable: {exc!r}"
-    return None
-
-
 async def _drop(name: str) -> None:
     conn = await asyncpg.connect(ADMIN_DSN, timeout=10)
     try:
@@ -116,13 +106,9 @@ async def _drop(name: str) -> None:
 
 @contextlib.contextmanager
 def production_database() -> Iterator[str]:
-    """A fresh, empty database for one test (skips the test when PostgreSQL is down);
+    """A fresh, empty database for one test (fails the test when PostgreSQL is down);
     yields its SQLAlchemy URL and drops it at the end."""
-    reason = postgres_unreachable()
-    if reason is not None:
-        if pg.REQUIRED:  # CI has PostgreSQL: there, its absence is a failure
-            pytest.fail(f"{reason} (CLOUDOPS_REQUIRE_POSTGRES is set)", pytrace=False)
-        pytest.skip(reason)
+    pg.require_postgres()
     name = f"cloudops_prod_{uuid.uuid4().hex}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:

@@ -274,7 +274,7 @@ async def postgres_buses(
 ) -> AsyncIterator[tuple[TaskTableBus, ...]]:
     """``workers`` buses on one fresh database, each with its own engine (as separate
     worker processes would have); closed, and the database dropped, on exit."""
-    url = await pg.fresh_database()  # skips, saying why, without PostgreSQL
+    url = await pg.fresh_database()  # fails, saying why, without PostgreSQL
     slots: dict[str, int] = {}
     buses: list[TaskTableBus] = []
     try:
