@@ -74,6 +74,23 @@ async def count_statements(live: LiveServer, query: str) -> int:
     return len(statements)
 
 
+async def count_checkouts(live: LiveServer, query: str) -> int:
+    """Connections taken from the pool while the server answers ``query``."""
+    checkouts: list[object] = []
+
+    def record(*args: Any) -> None:
+        checkouts.append(args)
+
+    sync_engine = live.runtime.db.engine.sync_engine
+    event.listen(sync_engine, "checkout", record)
+    try:
+        body = await live.execute(query)
+    finally:
+        event.remove(sync_engine, "checkout", record)
+    assert "errors" not in body, body
+    return len(checkouts)
+
+
 async def test_nested_fields_of_a_task_list_cost_a_constant_number_of_queries(
     server: LiveServer,
 ) -> None:
@@ -93,3 +110,43 @@ async def test_nested_fields_of_a_task_list_cost_a_constant_number_of_queries(
     many = await count_statements(server, TASK_LIST)
     assert many == few, f"{few} statements for 5 tasks but {many} for 50"
     assert many <= 12
+
+
+RELATIONS = "project { id name } environment { id name } artifacts { id kind taskId }"
+LIST_WITH_FRAGMENTS = f"""
+query {{ tasks(first: 10) {{ edges {{ ...Edge }} }} }}
+fragment Edge on TaskEdge {{ node {{ id ... on Task {{ ...Relations }} }} }}
+fragment Relations on Task {{ {RELATIONS} }}
+"""
+
+
+async def test_a_task_list_and_a_single_task_show_the_same_relations(
+    server: LiveServer,
+) -> None:
+    """A page reads its tasks' relations with the page (found through fragments too); a
+    single task reads them through DataLoaders. Both must agree, task by task."""
+    ids = []
+    for name in ("shop", "blog"):
+        _, env_id = await project_and_environment(server, name)
+        for version in ("v1", "v2"):
+            result = await server.runtime.tasks.deploy(inputs.Deploy(env_id, version))
+            assert result.value is not None
+            ids.append(result.value.id)
+    await wait_final(server.runtime, ids)
+
+    listed = await server.execute(LIST_WITH_FRAGMENTS)
+    assert "errors" not in listed, listed
+    nodes = {edge["node"]["id"]: edge["node"] for edge in listed["data"]["tasks"]["edges"]}
+    assert set(nodes) == set(ids)
+    for task_id in ids:
+        single = await server.execute(f'query {{ task(id: "{task_id}") {{ id {RELATIONS} }} }}')
+        assert single["data"]["task"] == nodes[task_id]
+        assert [a["taskId"] for a in nodes[task_id]["artifacts"]] == [task_id]
+    assert {n["project"]["name"] for n in nodes.values()} == {"shop", "blog"}
+    assert len({n["environment"]["id"] for n in nodes.values()}) == 2
+
+    # One connection for the page and its relations, with or without fragments; the
+    # DataLoaders would take one more per relation.
+    plain = f"query {{ tasks(first: 10) {{ edges {{ node {{ id {RELATIONS} }} }} }} }}"
+    assert await count_checkouts(server, LIST_WITH_FRAGMENTS) == 1
+    assert await count_checkouts(server, plain) == 1

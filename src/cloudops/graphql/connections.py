@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import strawberry
 from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.nodes import SelectedField
 
 from cloudops.db import models
 from cloudops.graphql.enums import TaskStatus, TaskType
+from cloudops.graphql.loaders import TaskRelations
 from cloudops.graphql.pagination import decode_cursor, encode_cursor, page_size
 from cloudops.graphql.types import Info, PageInfo, Project, Task
 
@@ -66,19 +69,31 @@ class ProjectConnection:
     total_count: int
 
 
+def _fields(selections: list[Any]) -> Iterator[SelectedField]:
+    """The fields of a selection set, those of its fragments (spread or inline) included."""
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            yield selection
+        else:
+            yield from _fields(selection.selections)
+
+
 def _asks_for(info: Info, name: str) -> bool:
-    """Whether the connection's own selection (fragments included) has the field ``name``."""
+    """Whether the connection's own selection has the field ``name``."""
+    return any(f.name == name for field in info.selected_fields for f in _fields(field.selections))
 
-    def search(selections: list[Any]) -> bool:
-        for selection in selections:
-            if isinstance(selection, SelectedField):
-                if selection.name == name:
-                    return True
-            elif search(selection.selections):  # a fragment spread or an inline fragment
-                return True
-        return False
 
-    return any(search(field.selections) for field in info.selected_fields)
+def _node_fields(info: Info) -> set[str]:
+    """The names of the fields the query asks of the connection's nodes."""
+    return {
+        f.name
+        for field in info.selected_fields
+        for edges in _fields(field.selections)
+        if edges.name == "edges"
+        for node in _fields(edges.selections)
+        if node.name == "node"
+        for f in _fields(node.selections)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,7 @@ class _Page(Generic[RowT]):
 
 
 async def _keyset_page(
+    session: AsyncSession,
     info: Info,
     model: type[RowT],
     conditions: list[Any],
@@ -109,15 +125,14 @@ async def _keyset_page(
         else:
             page_conditions.append(or_(created > at, and_(created == at, row_id > last_id)))
     order = (created.desc(), row_id.desc()) if newest_first else (created, row_id)
-    async with info.context.runtime.db.read() as session:
-        result = await session.execute(
-            select(model).where(*page_conditions).order_by(*order).limit(size + 1)
-        )
-        rows = list(result.scalars())
-        total = 0
-        if _asks_for(info, "totalCount"):  # a count grows with the table: only on request
-            counted = select(func.count()).select_from(model).where(*conditions)
-            total = int(await session.scalar(counted) or 0)
+    result = await session.execute(
+        select(model).where(*page_conditions).order_by(*order).limit(size + 1)
+    )
+    rows = list(result.scalars())
+    total = 0
+    if _asks_for(info, "totalCount"):  # a count grows with the table: only on request
+        counted = select(func.count()).select_from(model).where(*conditions)
+        total = int(await session.scalar(counted) or 0)
     return _Page(rows[:size], len(rows) > size, total)
 
 
@@ -137,9 +152,14 @@ async def task_connection(
     conditions += scope or []
     if task_filter is not None:
         conditions += task_filter.conditions()
-    page = await _keyset_page(info, models.Task, conditions, first, after, newest_first=True)
+    async with info.context.runtime.db.read() as session:
+        page = await _keyset_page(
+            session, info, models.Task, conditions, first, after, newest_first=True
+        )
+        related = await TaskRelations.read(session, page.rows, _node_fields(info))
     edges = [
-        TaskEdge(cursor=encode_cursor(r.created_at, r.id), node=Task.from_row(r)) for r in page.rows
+        TaskEdge(cursor=encode_cursor(r.created_at, r.id), node=Task.from_row(r, related))
+        for r in page.rows
     ]
     return TaskConnection(
         edges=edges,
@@ -151,7 +171,10 @@ async def task_connection(
 async def project_connection(info: Info, first: int | None, after: str | None) -> ProjectConnection:
     """Oldest first: ordered by (createdAt, id) ascending."""
     conditions: list[Any] = [models.Project.organization_id == info.context.viewer.organization_id]
-    page = await _keyset_page(info, models.Project, conditions, first, after, newest_first=False)
+    async with info.context.runtime.db.read() as session:
+        page = await _keyset_page(
+            session, info, models.Project, conditions, first, after, newest_first=False
+        )
     edges = [
         ProjectEdge(cursor=encode_cursor(r.created_at, r.id), node=Project.from_row(r))
         for r in page.rows

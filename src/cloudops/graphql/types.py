@@ -3,8 +3,9 @@ broadcast record, so rendering a live event needs no query."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union
 
 import strawberry
 from strawberry.scalars import JSON
@@ -20,11 +21,20 @@ from cloudops.graphql.enums import (
     TaskStatus,
     TaskType,
 )
+from cloudops.graphql.loaders import TaskRelations
 
 if TYPE_CHECKING:
     from cloudops.graphql.connections import TaskConnection, TaskFilter
 
 Info = strawberry.Info[Any, None]
+
+T = TypeVar("T")
+RowT = TypeVar("RowT")
+#: A resolver's value, or an awaitable of it when it must be read first (graphql-core awaits
+#: what is awaitable). A field that needs no read then costs no coroutine and no loop turn:
+#: on a page of tasks whose relations were read with the page, that is most of its cost.
+MaybeAwaitable = Union[T, Awaitable[T]]  # noqa: UP007 (a generic alias needs Union)
+NO_RELATIONS = TaskRelations()
 
 TaskConnectionRef = Annotated["TaskConnection", strawberry.lazy("cloudops.graphql.connections")]
 TaskFilterRef = Annotated["TaskFilter", strawberry.lazy("cloudops.graphql.connections")]
@@ -144,114 +154,45 @@ class TaskEvent:
 
 
 @strawberry.type
-class Task:
+class Project:
     id: strawberry.ID
-    type: TaskType
-    status: TaskStatus
-    entity_id: str = strawberry.field(
-        description=(
-            "The session key: tasks with the same entityId run one at a time, in the order they "
-            "were queued."
-        )
-    )
-    correlation_id: str | None
-    idempotency_key: str | None
-    attempt: int = strawberry.field(description="1 on the first run, +1 on every retry.")
-    max_attempts: int
-    run_after: datetime | None = strawberry.field(
-        description=("Earliest time a queued task may start (set by retry backoff); null = now.")
-    )
-    progress: float = strawberry.field(
-        description="0.0 to 1.0 over all steps; exactly 1.0 once COMPLETED."
-    )
-    steps: list[TaskStep]
-    input: JSON = strawberry.field(
-        description="The validated input of the mutation that created the task."
-    )
-    metadata: JSON
-    error: str | None = strawberry.field(description="Last error message, if any attempt failed.")
-    dead_lettered: bool
-    cancel_requested: bool = strawberry.field(
-        description=(
-            "A cancel was asked for while the task was RUNNING; it stops at the next step boundary."
-        )
-    )
+    name: str
+    description: str | None
+    teams_webhook_url: str | None
+    email_recipients: list[str]
     created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    row: strawberry.Private[models.Task]
+    row: strawberry.Private[models.Project]
 
     @classmethod
-    def from_row(cls, row: models.Task) -> Task:
+    def from_row(cls, row: models.Project) -> Project:
         return cls(
             id=strawberry.ID(row.id),
-            type=TaskType(row.type),
-            status=TaskStatus(row.status),
-            entity_id=row.entity_id,
-            correlation_id=row.correlation_id,
-            idempotency_key=row.idempotency_key,
-            attempt=row.attempt,
-            max_attempts=row.max_attempts,
-            run_after=row.run_after,
-            progress=row.progress,
-            steps=[TaskStep.from_state(s) for s in row.steps],
-            input=JSON(row.input),
-            metadata=JSON(row.meta),
-            error=row.error,
-            dead_lettered=row.dead_lettered,
-            cancel_requested=row.cancel_requested,
+            name=row.name,
+            description=row.description,
+            teams_webhook_url=row.teams_webhook_url,
+            email_recipients=list(row.email_recipients or []),
             created_at=row.created_at,
-            updated_at=row.updated_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
             row=row,
         )
 
-    @strawberry.field(
-        description=(
-            "For a QUEUED task: how many tasks of the same entityId are ahead of it (0 = next). "
-            "Null otherwise."
-        )
-    )
-    async def queue_position(self, info: Info) -> int | None:
-        if self.row.status != DomainStatus.QUEUED:
-            return None
-        position: int = await info.context.loaders.queue_position.load(
-            (self.row.entity_id, self.row.queue_seq)
-        )
-        return position
+    @strawberry.field
+    async def environments(self, info: Info) -> list[Environment]:
+        rows = await info.context.loaders.environments_of_project.load(self.row.id)
+        return [Environment.from_row(r) for r in rows]
 
     @strawberry.field
-    async def project(self, info: Info) -> Project | None:
-        if self.row.project_id is None:
-            return None
-        row = await info.context.loaders.project.load(self.row.project_id)
-        return Project.from_row(row) if row else None
+    async def tasks(
+        self,
+        info: Info,
+        first: int | None = 20,
+        after: str | None = None,
+        filter: TaskFilterRef | None = None,
+    ) -> TaskConnectionRef:
+        from cloudops.graphql.connections import task_connection
 
-    @strawberry.field
-    async def environment(self, info: Info) -> Environment | None:
-        if self.row.environment_id is None:
-            return None
-        row = await info.context.loaders.environment.load(self.row.environment_id)
-        return Environment.from_row(row) if row else None
-
-    @strawberry.field
-    async def artifacts(self, info: Info) -> list[Artifact]:
-        rows = await info.context.loaders.artifacts_of_task.load(self.row.id)
-        return [Artifact.from_row(r) for r in rows]
-
-    @strawberry.field(description="Stored events of this task, oldest first.")
-    async def events(
-        self, info: Info, after_sequence: int | None = 0, first: int | None = 100
-    ) -> list[TaskEvent]:
-        from cloudops.graphql.pagination import page_size
-        from cloudops.graphql.replay import stored_events
-
-        records = await stored_events(
-            info.context.runtime.db, self.row.id, after_sequence or 0, limit=page_size(first)
+        return await task_connection(
+            info, first, after, filter, [models.Task.project_id == self.row.id]
         )
-        return [TaskEvent.from_record(r) for r in records]
 
 
 @strawberry.type
@@ -299,45 +240,122 @@ class Environment:
 
 
 @strawberry.type
-class Project:
+class Task:
     id: strawberry.ID
-    name: str
-    description: str | None
-    teams_webhook_url: str | None
-    email_recipients: list[str]
+    type: TaskType
+    status: TaskStatus
+    entity_id: str = strawberry.field(
+        description=(
+            "The session key: tasks with the same entityId run one at a time, in the order they "
+            "were queued."
+        )
+    )
+    correlation_id: str | None
+    idempotency_key: str | None
+    attempt: int = strawberry.field(description="1 on the first run, +1 on every retry.")
+    max_attempts: int
+    run_after: datetime | None = strawberry.field(
+        description=("Earliest time a queued task may start (set by retry backoff); null = now.")
+    )
+    progress: float = strawberry.field(
+        description="0.0 to 1.0 over all steps; exactly 1.0 once COMPLETED."
+    )
+    steps: list[TaskStep]
+    input: JSON = strawberry.field(
+        description="The validated input of the mutation that created the task."
+    )
+    metadata: JSON
+    error: str | None = strawberry.field(description="Last error message, if any attempt failed.")
+    dead_lettered: bool
+    cancel_requested: bool = strawberry.field(
+        description=(
+            "A cancel was asked for while the task was RUNNING; it stops at the next step boundary."
+        )
+    )
     created_at: datetime
-    row: strawberry.Private[models.Project]
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    row: strawberry.Private[models.Task]
+    related: strawberry.Private[TaskRelations] = NO_RELATIONS
 
     @classmethod
-    def from_row(cls, row: models.Project) -> Project:
+    def from_row(cls, row: models.Task, related: TaskRelations = NO_RELATIONS) -> Task:
         return cls(
             id=strawberry.ID(row.id),
-            name=row.name,
-            description=row.description,
-            teams_webhook_url=row.teams_webhook_url,
-            email_recipients=list(row.email_recipients or []),
+            type=TaskType(row.type),
+            status=TaskStatus(row.status),
+            entity_id=row.entity_id,
+            correlation_id=row.correlation_id,
+            idempotency_key=row.idempotency_key,
+            attempt=row.attempt,
+            max_attempts=row.max_attempts,
+            run_after=row.run_after,
+            progress=row.progress,
+            steps=[TaskStep.from_state(s) for s in row.steps],
+            input=JSON(row.input),
+            metadata=JSON(row.meta),
+            error=row.error,
+            dead_lettered=row.dead_lettered,
+            cancel_requested=row.cancel_requested,
             created_at=row.created_at,
+            updated_at=row.updated_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
             row=row,
+            related=related,
         )
 
-    @strawberry.field
-    async def environments(self, info: Info) -> list[Environment]:
-        rows = await info.context.loaders.environments_of_project.load(self.row.id)
-        return [Environment.from_row(r) for r in rows]
-
-    @strawberry.field
-    async def tasks(
-        self,
-        info: Info,
-        first: int | None = 20,
-        after: str | None = None,
-        filter: TaskFilterRef | None = None,
-    ) -> TaskConnectionRef:
-        from cloudops.graphql.connections import task_connection
-
-        return await task_connection(
-            info, first, after, filter, [models.Task.project_id == self.row.id]
+    @strawberry.field(
+        description=(
+            "For a QUEUED task: how many tasks of the same entityId are ahead of it (0 = next). "
+            "Null otherwise."
+        ),
+        graphql_type=int | None,
+    )
+    def queue_position(self, info: Info) -> MaybeAwaitable[int | None]:
+        if self.row.status != DomainStatus.QUEUED:
+            return None
+        position: Awaitable[int] = info.context.loaders.queue_position.load(
+            (self.row.entity_id, self.row.queue_seq)
         )
+        return position
+
+    @strawberry.field(graphql_type=Project | None)
+    def project(self, info: Info) -> MaybeAwaitable[Project | None]:
+        project_id = self.row.project_id
+        if project_id is None:
+            return None
+        if self.related.projects is not None:
+            return _or_none(Project.from_row, self.related.projects.get(project_id))
+        return _loaded(Project.from_row, info.context.loaders.project.load(project_id))
+
+    @strawberry.field(graphql_type=Environment | None)
+    def environment(self, info: Info) -> MaybeAwaitable[Environment | None]:
+        environment_id = self.row.environment_id
+        if environment_id is None:
+            return None
+        if self.related.environments is not None:
+            return _or_none(Environment.from_row, self.related.environments.get(environment_id))
+        return _loaded(Environment.from_row, info.context.loaders.environment.load(environment_id))
+
+    @strawberry.field(graphql_type=list[Artifact])
+    def artifacts(self, info: Info) -> MaybeAwaitable[list[Artifact]]:
+        if self.related.artifacts is not None:
+            return [Artifact.from_row(r) for r in self.related.artifacts.get(self.row.id, ())]
+        return _artifacts(info.context.loaders.artifacts_of_task.load(self.row.id))
+
+    @strawberry.field(description="Stored events of this task, oldest first.")
+    async def events(
+        self, info: Info, after_sequence: int | None = 0, first: int | None = 100
+    ) -> list[TaskEvent]:
+        from cloudops.graphql.pagination import page_size
+        from cloudops.graphql.replay import stored_events
+
+        records = await stored_events(
+            info.context.runtime.db, self.row.id, after_sequence or 0, limit=page_size(first)
+        )
+        return [TaskEvent.from_record(r) for r in records]
 
 
 @strawberry.type
@@ -364,6 +382,18 @@ class Viewer:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _or_none(build: Callable[[RowT], T], row: RowT | None) -> T | None:
+    return build(row) if row is not None else None
+
+
+async def _loaded(build: Callable[[RowT], T], pending: Awaitable[RowT | None]) -> T | None:
+    return _or_none(build, await pending)
+
+
+async def _artifacts(pending: Awaitable[list[models.Artifact]]) -> list[Artifact]:
+    return [Artifact.from_row(r) for r in await pending]
 
 
 async def load_task(info: Info, task_id: str) -> models.Task | None:
