@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import logging
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -24,12 +26,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     app = create_app(settings, run_worker=not args.no_worker)
     config = server_config(app, settings, host=args.host, port=args.port)
+    config.load()  # imports the protocol modules now, so that they are frozen below
+    _freeze_startup_heap()
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it shut down on once it is done; a graceful stop on
     # SIGTERM should still end with exit code 0, so that re-raise must find a no-op handler.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run()
     return 0 if server.started else 1
+
+
+def _freeze_startup_heap() -> None:
+    """Move what start-up left alive (modules, the GraphQL schema, SQLAlchemy's metadata:
+    ~130,000 objects that live as long as the process) out of the cyclic collector's
+    reach. Otherwise every full collection rescans them all — 150-175 ms measured here, a
+    pause that every request and subscriber in flight waits out."""
+    gc.collect()
+    gc.freeze()
+    logging.getLogger("cloudops").info(
+        "start-up heap frozen: %d objects left out of garbage collection", gc.get_freeze_count()
+    )
 
 
 def server_config(
@@ -72,6 +88,7 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start()
+        _freeze_startup_heap()
         try:
             await stop.wait()
         finally:
