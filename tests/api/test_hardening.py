@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
+from gql import gql
+from gql.transport.exceptions import TransportQueryError
 from sqlalchemy import func, select, text
 
 from cloudops.db.models import Environment, Project, Task, TaskEvent
-from tests.api.conftest import LiveServer, project_and_environment
+from cloudops.events.records import EventRecord
+from cloudops.graphql import schema as graphql_schema
+from cloudops.graphql.types import TaskEvent as GraphQLTaskEvent
+from cloudops.services import inputs
+from tests.api.conftest import LiveServer, op, project_and_environment
 
 ServerFactory = Callable[..., Any]
 
@@ -210,6 +219,62 @@ async def test_unexpected_server_error_is_masked(server_factory: ServerFactory) 
     # An expected error on the same server is not masked.
     refused = await live.execute('{ projects(after: "not-a-cursor") { totalCount } }')
     assert "after" in refused["errors"][0]["message"], refused
+
+
+SUBSCRIBE_EVENTS = gql(
+    "subscription($taskId: ID, $after: Int) "
+    "{ taskEvents(taskId: $taskId, afterSequence: $after) { taskId sequence kind at } }"
+)
+
+
+def assert_masked(error: dict[str, Any], *secrets: str) -> None:
+    assert error["message"].startswith("Unexpected error (id "), error
+    assert error.get("extensions", {}).get("code") == "INTERNAL", error
+    leaked = json.dumps(error).lower()
+    for secret in ("traceback", *secrets):
+        assert secret not in leaked, f"the error leaks {secret!r}: {error}"
+
+
+async def test_unexpected_error_ending_a_subscription_is_masked(
+    server_factory: ServerFactory,
+) -> None:
+    live: LiveServer = await server_factory()
+    async with live.runtime.db.write() as session:
+        await session.execute(text("ALTER TABLE tasks RENAME TO tasks_gone"))
+
+    with pytest.raises(TransportQueryError) as raised:
+        async with live.ws_client() as session:
+            async for _ in session.subscribe(op(SUBSCRIBE_EVENTS, taskId="any", after=0)):
+                pass
+    assert raised.value.errors
+    assert_masked(raised.value.errors[0], "sqlite", "tasks_gone", "no such table")
+
+
+async def test_unexpected_error_in_a_live_event_is_masked(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field that fails while an event is rendered reaches the subscriber masked."""
+
+    def broken_view(record: EventRecord) -> GraphQLTaskEvent:
+        view = GraphQLTaskEvent.from_record(record)
+        return dataclasses.replace(view, at="not a datetime")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(graphql_schema, "event_view", broken_view)
+    _, env_id = await project_and_environment(server)
+
+    async def first_event() -> None:
+        async with server.ws_client() as session:
+            async for _ in session.subscribe(op(SUBSCRIBE_EVENTS)):
+                return
+
+    with pytest.raises(TransportQueryError) as raised:
+        async with asyncio.timeout(30):
+            watcher = asyncio.create_task(first_event())
+            await asyncio.sleep(0.5)  # subscribed before the event is published
+            await server.runtime.tasks.deploy(inputs.Deploy(env_id, "1"))
+            await watcher
+    assert raised.value.errors
+    assert_masked(raised.value.errors[0], "isoformat", "attributeerror", "not a datetime")
 
 
 # -- GraphiQL -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from cloudops.graphql.connections import (
     task_connection,
 )
 from cloudops.graphql.document_cache import DocumentLimits
-from cloudops.graphql.errors import MaskUnexpectedErrors
+from cloudops.graphql.errors import MaskUnexpectedErrors, masked_exception
 from cloudops.graphql.inputs import (
     BackupDatabaseInput,
     CreateEnvironmentInput,
@@ -289,41 +289,59 @@ class Subscription:
         project_id: strawberry.ID | None = None,
         after_sequence: int | None = None,
     ) -> AsyncGenerator[TaskEvent, None]:
-        runtime = info.context.runtime
-        if after_sequence is not None and after_sequence < 0:
-            raise GraphQLError(
-                "afterSequence: must be 0 or more",
-                extensions={"code": "INVALID_INPUT", "field": ["afterSequence"]},
-            )
-        stream: AsyncIterator[EventRecord]
-        if task_id is not None:
-            row = await load_task(info, str(task_id))
-            if row is None:
-                raise GraphQLError(
-                    f"taskId: no task with id {str(task_id)!r}",
-                    extensions={"code": "NOT_FOUND", "field": ["taskId"]},
-                )
-            if (entity_id is not None and row.entity_id != entity_id) or (
-                project_id is not None and row.project_id != str(project_id)
-            ):
-                return  # no event of this task can match every argument
-            stream = task_stream(runtime.db, runtime.hub, row.id, after_sequence)
-        else:
-            wanted_project = str(project_id) if project_id is not None else None
-
-            def matches(record: EventRecord) -> bool:
-                return (entity_id is None or record.entity_id == entity_id) and (
-                    wanted_project is None or record.project_id == wanted_project
-                )
-
-            stream = filtered_stream(runtime.hub, matches)
         try:
+            stream = await _event_source(info, task_id, entity_id, project_id, after_sequence)
             async for record in stream:
                 yield event_view(record)
         except SubscriptionEnded as ended:
             # Expected endings (fell behind, broadcast lost, shutdown) say why, unmasked,
             # so the client knows to resubscribe with afterSequence.
             raise GraphQLError(str(ended), extensions={"code": ended.code}) from None
+        except (GraphQLError, PermissionError):
+            raise
+        except Exception as exc:  # e.g. the database went away while replaying
+            raise masked_exception(exc) from None
+
+
+async def _event_source(
+    info: Info,
+    task_id: strawberry.ID | None,
+    entity_id: str | None,
+    project_id: strawberry.ID | None,
+    after_sequence: int | None,
+) -> AsyncIterator[EventRecord]:
+    """The records a taskEvents subscription passes on, after checking its arguments."""
+    runtime = info.context.runtime
+    if after_sequence is not None and after_sequence < 0:
+        raise GraphQLError(
+            "afterSequence: must be 0 or more",
+            extensions={"code": "INVALID_INPUT", "field": ["afterSequence"]},
+        )
+    if task_id is not None:
+        row = await load_task(info, str(task_id))
+        if row is None:
+            raise GraphQLError(
+                f"taskId: no task with id {str(task_id)!r}",
+                extensions={"code": "NOT_FOUND", "field": ["taskId"]},
+            )
+        if (entity_id is not None and row.entity_id != entity_id) or (
+            project_id is not None and row.project_id != str(project_id)
+        ):
+            return _nothing()  # no event of this task can match every argument
+        return task_stream(runtime.db, runtime.hub, row.id, after_sequence)
+    wanted_project = str(project_id) if project_id is not None else None
+
+    def matches(record: EventRecord) -> bool:
+        return (entity_id is None or record.entity_id == entity_id) and (
+            wanted_project is None or record.project_id == wanted_project
+        )
+
+    return filtered_stream(runtime.hub, matches)
+
+
+async def _nothing() -> AsyncIterator[EventRecord]:
+    return
+    yield
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:

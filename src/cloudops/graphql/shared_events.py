@@ -13,13 +13,15 @@ behind it is done once.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
+from collections.abc import Awaitable, Hashable
+from inspect import isawaitable
 from typing import Any, Generic, TypeVar
 
 from graphql import ExecutionResult, OperationType, print_ast
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from cloudops.events.records import EventRecord
+from cloudops.graphql.errors import masked_errors
 from cloudops.graphql.types import TaskEvent
 
 #: Events recently delivered; a subscriber further behind than this gets a fresh
@@ -97,7 +99,13 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         result = super().execute_operation(serially)
         # Every TaskEvent field resolves synchronously; were one to become async, its
         # awaitable result would simply not be shared.
-        if isinstance(result, ExecutionResult) and not result.errors:
+        if isawaitable(result):
+            return _masked_when_done(result)
+        if not isinstance(result, ExecutionResult):
+            return result
+        if result.errors:
+            result.errors = masked_errors(result.errors)  # not shared: each gets its own id
+        else:
             _RESULTS.put(cache_key, result)
             _ENCODED.put(id(result.data), (result.data, json.dumps(result.data, **_COMPACT)))
         return result
@@ -110,6 +118,13 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         viewer = getattr(self.context_value, "viewer", None)
         who = None if viewer is None else (viewer.organization_id, viewer.role.value)
         return (text, variables, who)
+
+
+async def _masked_when_done(pending: Awaitable[Any]) -> Any:
+    result = await pending
+    if isinstance(result, ExecutionResult) and result.errors:
+        result.errors = masked_errors(result.errors)
+    return result
 
 
 class _Executed:
