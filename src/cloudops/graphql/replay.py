@@ -14,7 +14,7 @@ from sqlalchemy import select
 from cloudops.db.engine import Database
 from cloudops.db.models import Artifact, Task, TaskEvent
 from cloudops.domain import TaskStatus
-from cloudops.events.hub import EventFilter, EventHub
+from cloudops.events.hub import EventHub
 from cloudops.events.records import EventRecord
 
 
@@ -74,9 +74,3 @@ async def task_stream(
             sent = record.sequence
             if record.kind.is_final:
                 return
-
-
-async def filtered_stream(hub: EventHub, matches: EventFilter) -> AsyncIterator[EventRecord]:
-    async with hub.subscribe(matches) as live:
-        async for record in live:
-            yield record
