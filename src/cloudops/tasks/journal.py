@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, Update, bindparam, exists, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +40,21 @@ class Guard:
     attempt: int | None = None
     #: On a shared database: write only while this lease is still ours.
     lease: Lease | None = None
+
+
+class TaskState(Protocol):
+    """What an event repeats of its task: a Task, or the row a guarded UPDATE returned."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def progress(self) -> float: ...
+    @property
+    def entity_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def project_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,24 +145,7 @@ class JournalTransaction:
             _INSERT_TASK,
             {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS},
         )
-        record = EventRecord(
-            id=new_id(),
-            task_id=task.id,
-            sequence=1,
-            kind=kind,
-            at=task.created_at,
-            status=TaskStatus(task.status),
-            progress=task.progress,
-            entity_id=task.entity_id,
-            type=TaskType(task.type),
-            project_id=task.project_id,
-            step=None,
-            message=message,
-            artifact=None,
-        )
-        await self.session.execute(_INSERT_EVENT, _event_row(record))
-        self.events.append(record)
-        return record
+        return await self._add_event(task.id, 1, kind, task.created_at, task, message=message)
 
     async def append(
         self,
@@ -181,24 +179,50 @@ class JournalTransaction:
         row = (await self.session.execute(stmt, params)).one_or_none()
         if row is None:
             return None
-        record = EventRecord(
-            id=new_id(),
-            task_id=task_id,
-            sequence=row.last_sequence,
-            kind=kind,
-            at=now,
-            status=TaskStatus(row.status),
-            progress=row.progress,
-            entity_id=row.entity_id,
-            type=TaskType(row.type),
-            project_id=row.project_id,
+        record = await self._add_event(
+            task_id,
+            row.last_sequence,
+            kind,
+            now,
+            row,
             step=step,
             message=message,
             artifact=ArtifactRecord.from_row(artifact) if artifact is not None else None,
         )
+        return Appended(record, bool(row.cancel_requested))
+
+    async def _add_event(
+        self,
+        task_id: str,
+        sequence: int,
+        kind: EventKind,
+        at: datetime,
+        task: TaskState,
+        *,
+        step: dict[str, Any] | None = None,
+        message: str | None = None,
+        artifact: ArtifactRecord | None = None,
+    ) -> EventRecord:
+        """Insert the event, with ``task``'s state right after it, and keep it for
+        publishing after commit."""
+        record = EventRecord(
+            id=new_id(),
+            task_id=task_id,
+            sequence=sequence,
+            kind=kind,
+            at=at,
+            status=TaskStatus(task.status),
+            progress=task.progress,
+            entity_id=task.entity_id,
+            type=TaskType(task.type),
+            project_id=task.project_id,
+            step=step,
+            message=message,
+            artifact=artifact,
+        )
         await self.session.execute(_INSERT_EVENT, _event_row(record))
         self.events.append(record)
-        return Appended(record, bool(row.cancel_requested))
+        return record
 
 
 class Journal:
