@@ -9,7 +9,6 @@ from typing import Any
 
 from graphql import build_schema, find_breaking_changes, find_dangerous_changes
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
 from strawberry.printer import print_schema
 
 from cloudops.graphql.schema import build_schema as build_strawberry_schema
@@ -58,37 +57,30 @@ query { tasks(first: 50) { totalCount edges { node {
 """
 
 
-async def count_statements(live: LiveServer, query: str) -> int:
-    statements: list[str] = []
+async def count_engine_events(live: LiveServer, query: str, name: str) -> int:
+    """How often the engine event ``name`` fires while the server answers ``query``
+    (``before_cursor_execute``: statements; ``checkout``: pool connections taken)."""
+    fired: list[object] = []
 
-    def record(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    def record(*args: Any) -> None:
+        fired.append(args)
 
     sync_engine = live.runtime.db.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", record)
+    event.listen(sync_engine, name, record)
     try:
         body = await live.execute(query)
     finally:
-        event.remove(sync_engine, "before_cursor_execute", record)
+        event.remove(sync_engine, name, record)
     assert "errors" not in body, body
-    return len(statements)
+    return len(fired)
+
+
+async def count_statements(live: LiveServer, query: str) -> int:
+    return await count_engine_events(live, query, "before_cursor_execute")
 
 
 async def count_checkouts(live: LiveServer, query: str) -> int:
-    """Connections taken from the pool while the server answers ``query``."""
-    checkouts: list[object] = []
-
-    def record(*args: Any) -> None:
-        checkouts.append(args)
-
-    sync_engine = live.runtime.db.engine.sync_engine
-    event.listen(sync_engine, "checkout", record)
-    try:
-        body = await live.execute(query)
-    finally:
-        event.remove(sync_engine, "checkout", record)
-    assert "errors" not in body, body
-    return len(checkouts)
+    return await count_engine_events(live, query, "checkout")
 
 
 async def test_nested_fields_of_a_task_list_cost_a_constant_number_of_queries(
