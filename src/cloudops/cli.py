@@ -54,13 +54,15 @@ def server_config(
     """How ``cloudops serve`` runs the app under uvicorn (the API tests use it too)."""
     import uvicorn
 
+    from cloudops.web.websocket_protocol import CloudOpsWebSocketProtocol
+
     return uvicorn.Config(
         app,
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
         lifespan="on",
-        ws="websockets-sansio",
+        ws=CloudOpsWebSocketProtocol,
         ws_per_message_deflate=settings.ws_compression,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )

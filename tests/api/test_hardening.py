@@ -16,7 +16,6 @@ from sqlalchemy import func, select, text
 
 from cloudops.db.models import Environment, Project, Task, TaskEvent
 from cloudops.events.records import EventRecord
-from cloudops.graphql import schema as graphql_schema
 from cloudops.graphql.types import TaskEvent as GraphQLTaskEvent
 from cloudops.services import inputs
 from tests.api.conftest import LiveServer, op, project_and_environment
@@ -255,11 +254,14 @@ async def test_unexpected_error_in_a_live_event_is_masked(
 ) -> None:
     """A field that fails while an event is rendered reaches the subscriber masked."""
 
+    from_record = GraphQLTaskEvent.from_record
+
     def broken_view(record: EventRecord) -> GraphQLTaskEvent:
-        view = GraphQLTaskEvent.from_record(record)
+        view = from_record(record)
         return dataclasses.replace(view, at="not a datetime")  # type: ignore[arg-type]
 
-    monkeypatch.setattr(graphql_schema, "event_view", broken_view)
+    # Where every path (the live outlet's and Strawberry's) gets an event's API object.
+    monkeypatch.setattr(GraphQLTaskEvent, "from_record", broken_view)
     _, env_id = await project_and_environment(server)
 
     async def first_event() -> None:

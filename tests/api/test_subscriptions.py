@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from gql import Client, GraphQLRequest, gql
 from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
@@ -718,7 +719,9 @@ async def test_slow_socket_is_ended_with_overflow_while_a_fast_one_gets_everythi
 async def test_overflow_error_text_reaches_the_graphql_client(
     server_factory: ServerFactory,
 ) -> None:
-    live: LiveServer = await server_factory(subscriber_buffer=1)
+    """On the queued path (the legacy graphql-ws protocol; graphql-transport-ws delivers
+    live-feed events without a queue, and its overflow is the slow-socket test above)."""
+    live: LiveServer = await server_factory(subscriber_buffer=1, ws_legacy_protocol=True)
     _, env_id = await project_and_environment(live)
     task_id = await deploy(live, env_id)
     await wait_final(live.runtime, [task_id])
@@ -728,7 +731,8 @@ async def test_overflow_error_text_reaches_the_graphql_client(
     received: list[Event] = []
 
     async def consume() -> None:
-        async with live.ws_client() as session:
+        legacy = WebsocketsTransport(url=live.ws_url, subprotocols=["graphql-ws"])
+        async with Client(transport=legacy) as session:
             async for item in session.subscribe(op(TASK_EVENTS)):
                 received.append(item["taskEvents"])
 

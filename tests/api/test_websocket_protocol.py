@@ -104,6 +104,56 @@ async def test_ping_is_answered_with_pong(server: LiveServer) -> None:
         assert (await recv(ws))["type"] == "pong"
 
 
+async def test_live_feed_is_written_by_the_hub_and_a_complete_stops_it(
+    server: LiveServer,
+) -> None:
+    """taskEvents without taskId over graphql-transport-ws: the hub writes each event to
+    the socket itself (graphql/live_outlet.py). Every event still arrives once, in order,
+    in Strawberry's message format; after the client's complete nothing more comes for
+    that id and the hub lets the subscription go; a replay (taskId) keeps the queue."""
+    hub = server.runtime.hub
+    base, base_direct = hub.subscriber_count, hub.direct_subscriber_count
+    earlier = await finished_task(server)
+    _, env_id = await project_and_environment(server, "feed")
+    async with raw(server) as ws:
+        await initialised(ws)
+        await send(ws, subscribe("feed", ALL_EVENTS))
+        await send(ws, subscribe("stopped", ALL_EVENTS))
+        await wait_subscribers(server, base + 2)
+        assert hub.direct_subscriber_count == base_direct + 2
+        await send(ws, {"type": "complete", "id": "stopped"})
+        await wait_subscribers(server, base + 1)
+        await send(ws, {"type": "subscribe", "id": "replay", "payload": {
+            "query": TASK_EVENTS.replace("afterSequence: 0", "afterSequence: 1"),
+            "variables": {"id": earlier},
+        }})  # fmt: skip
+
+        result = await server.runtime.tasks.deploy(inputs.Deploy(env_id, "2"))
+        assert result.value is not None, result.user_errors
+        task_id = result.value.id
+        messages: list[Message] = []
+        replay_done = final_seen = False
+        while not (replay_done and final_seen):
+            message = await recv(ws, timeout=30)
+            assert message.get("id") != "stopped", f"sent after complete: {message}"
+            if message["id"] == "replay":
+                replay_done = replay_done or message["type"] == "complete"
+                continue
+            assert message["id"] == "feed" and message["type"] == "next", message
+            assert set(message) == {"id", "type", "payload"}
+            assert set(message["payload"]) == {"data"}
+            event = message["payload"]["data"]["taskEvents"]
+            if event["taskId"] == task_id:
+                messages.append(message)
+                final_seen = event["kind"] in ("COMPLETED", "FAILED")
+        assert hub.direct_subscriber_count == base_direct + 1, "the replay is not direct"
+
+    got = [m["payload"]["data"]["taskEvents"] for m in messages]
+    stored = await events_of(server.runtime, task_id)
+    assert [(e["sequence"], e["kind"]) for e in got] == [(e.sequence, e.kind) for e in stored]
+    await wait_subscribers(server, base)  # the disconnect let the live feed go too
+
+
 async def test_subscribe_before_connection_init_is_closed_4401(server: LiveServer) -> None:
     async with raw(server) as ws:
         await send(ws, subscribe("1", ALL_EVENTS))

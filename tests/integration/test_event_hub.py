@@ -1,14 +1,24 @@
-"""The event hub's own liveness check must not mistake a busy stream for a lost one."""
+"""The event hub: its liveness check must not mistake a busy stream for a lost one, and a
+subscription delivered directly (no queue) keeps the queue's guarantees."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 
+import pytest
+
 from cloudops.events.broadcast import BroadcasterBroadcast
-from cloudops.events.hub import EventHub
+from cloudops.events.hub import (
+    FAILED_DELIVERY,
+    EventHub,
+    SubscriberOverflow,
+    SubscriptionEnded,
+)
+from cloudops.events.records import EventRecord
 from tests.integration.test_redis_broadcast import event
 
 HEARTBEAT = 0.05
@@ -71,5 +81,124 @@ async def test_a_loop_blocked_longer_than_the_heartbeat_timeout_is_not_a_lost_br
                         break
         assert received == [1, 2, 3, 4, 5]
         assert hub.connected
+    finally:
+        await hub.stop()
+
+
+# -- direct delivery --------------------------------------------------------------------------
+
+
+async def published(hub: EventHub, sequences: range) -> None:
+    """Publish, then let the hub's reader take every message."""
+    for sequence in sequences:
+        await hub.publish(event(sequence))
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_direct_delivery_hands_over_every_event_in_order_and_the_end_still_comes() -> None:
+    hub = EventHub(lambda: BroadcasterBroadcast("memory://"), buffer_size=5)
+    await hub.start()
+    got: list[int] = []
+
+    def outlet(record: EventRecord) -> int:
+        got.append(record.sequence)
+        return 0  # the receiver keeps up
+
+    try:
+        async with hub.subscribe(lambda e: e.sequence % 2 == 1) as sub:
+            assert sub.deliver_directly(outlet)
+            await published(hub, range(1, 21))  # four times the buffer: nothing queued
+            assert got == list(range(1, 21, 2)), "matching events only, in order, at once"
+            assert sub.queue.empty()
+            await hub.stop()
+            with pytest.raises(SubscriptionEnded, match="resubscribe with afterSequence"):
+                async with asyncio.timeout(5):
+                    async for _ in sub:
+                        raise AssertionError("a direct subscription yields nothing itself")
+    finally:
+        await hub.stop()
+
+
+async def test_direct_receiver_too_far_behind_is_ended_with_overflow() -> None:
+    hub = EventHub(lambda: BroadcasterBroadcast("memory://"), buffer_size=3)
+    await hub.start()
+    got: list[int] = []
+
+    def outlet(record: EventRecord) -> int:
+        got.append(record.sequence)
+        return len(got)  # nothing taken by the peer: every frame still waits here
+
+    try:
+        async with hub.subscribe(lambda e: True) as sub:
+            assert sub.deliver_directly(outlet)
+            await published(hub, range(1, 11))
+            assert got == [1, 2, 3, 4], "the fourth unsent event is one more than the buffer"
+            with pytest.raises(SubscriberOverflow, match="fell more than 3 events behind"):
+                async with asyncio.timeout(5):
+                    async for _ in sub:
+                        pass
+    finally:
+        await hub.stop()
+
+
+async def test_a_declined_event_and_the_rest_go_through_the_queue_in_order() -> None:
+    hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
+    await hub.start()
+    direct: list[int] = []
+
+    def outlet(record: EventRecord) -> int | None:
+        if record.sequence >= 3:
+            return None  # e.g. a result that must be awaited
+        direct.append(record.sequence)
+        return 0
+
+    try:
+        async with hub.subscribe(lambda e: True) as sub:
+            assert sub.deliver_directly(outlet)
+            await published(hub, range(1, 7))
+            queued: list[int] = []
+            async with asyncio.timeout(5):
+                async for record in sub:
+                    queued.append(record.sequence)
+                    if record.sequence == 6:
+                        break
+        assert direct == [1, 2]
+        assert queued == [3, 4, 5, 6], "the outlet is not asked again once it declined"
+    finally:
+        await hub.stop()
+
+
+async def test_a_failing_outlet_ends_its_subscription_only() -> None:
+    hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
+    await hub.start()
+
+    def broken(record: EventRecord) -> int:
+        raise RuntimeError("socket exploded")
+
+    try:
+        async with hub.subscribe(lambda e: True) as bad, hub.subscribe(lambda e: True) as good:
+            assert bad.deliver_directly(broken)
+            await published(hub, range(1, 4))
+            with pytest.raises(SubscriptionEnded, match=re.escape(FAILED_DELIVERY)):
+                async with asyncio.timeout(5):
+                    async for _ in bad:
+                        pass
+            seen = [good.queue.get_nowait() for _ in range(3)]
+            assert [e.sequence for e in seen if isinstance(e, EventRecord)] == [1, 2, 3]
+            assert hub.connected, "one outlet's failure must not stop the fan-out"
+    finally:
+        await hub.stop()
+
+
+async def test_only_a_subscription_with_nothing_queued_switches() -> None:
+    hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
+    await hub.start()
+    try:
+        async with hub.subscribe(lambda e: True) as sub:
+            await published(hub, range(1, 2))
+            assert not sub.deliver_directly(lambda record: 0), "a queued event would be overtaken"
+            queued = sub.queue.get_nowait()
+            assert isinstance(queued, EventRecord) and queued.sequence == 1
     finally:
         await hub.stop()

@@ -53,7 +53,14 @@ class BroadcastUnavailable(Exception):
     """Publishing is not possible right now (the backend is disconnected)."""
 
 
+FAILED_DELIVERY = "an event could not be delivered (the server log has why)"
+
 EventFilter = Callable[[EventRecord], bool]
+
+DirectDelivery = Callable[[EventRecord], "int | None"]
+"""Hands an event to its receiver at once and says how many of the subscriber's events
+are still waiting in this process (not yet taken by the kernel); None declines the event,
+which then goes to the subscriber's queue like every later one."""
 
 
 @dataclass(eq=False)
@@ -62,6 +69,7 @@ class Subscription:
     buffer_size: int
     queue: asyncio.Queue[EventRecord | SubscriptionEnded] = field(init=False)
     ended: bool = False
+    _deliver: DirectDelivery | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # One slot is kept for the end marker, so ending never blocks.
@@ -70,15 +78,43 @@ class Subscription:
     def offer(self, event: EventRecord) -> None:
         if self.ended or not self.matches(event):
             return
+        if self._deliver is not None:
+            try:
+                waiting = self._deliver(event)
+            except Exception:  # one receiver's failure must not stop the fan-out
+                log.exception("direct delivery failed", extra={"action": "delivery_failed"})
+                self.end(SubscriptionEnded(f"{FAILED_DELIVERY}; resubscribe with afterSequence"))
+                return
+            if waiting is not None:
+                if waiting > self.buffer_size:
+                    self.end(self._overflow())
+                return
+            self._deliver = None  # declined: the queue takes this event and the rest
         if self.queue.qsize() >= self.buffer_size:
-            self.end(
-                SubscriberOverflow(
-                    f"subscriber fell more than {self.buffer_size} events behind; "
-                    "resubscribe with afterSequence to resume"
-                )
-            )
+            self.end(self._overflow())
             return
         self.queue.put_nowait(event)
+
+    def deliver_directly(self, deliver: DirectDelivery) -> bool:
+        """From now on hand each matching event to ``deliver`` as it is offered: no queue
+        and no task to wake per subscriber, which is most of what a thousand subscribers
+        cost. The end still comes through the queue, so whoever iterates the subscription
+        learns why it ended as before. Only a subscription with nothing queued switches
+        (False otherwise): queued events must not be overtaken."""
+        if self.ended or not self.queue.empty():
+            return False
+        self._deliver = deliver
+        return True
+
+    @property
+    def direct(self) -> bool:
+        return self._deliver is not None
+
+    def _overflow(self) -> SubscriberOverflow:
+        return SubscriberOverflow(
+            f"subscriber fell more than {self.buffer_size} events behind; "
+            "resubscribe with afterSequence to resume"
+        )
 
     def end(self, reason: SubscriptionEnded) -> None:
         if not self.ended:
@@ -123,6 +159,11 @@ class EventHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
+
+    @property
+    def direct_subscriber_count(self) -> int:
+        """Subscribers whose events the hub hands over itself (no queue, no task)."""
+        return sum(1 for sub in self._subscriptions if sub.direct)
 
     async def start(self) -> None:
         """Connect; if the backend is down, start anyway and keep trying in the background

@@ -14,6 +14,7 @@ from strawberry.permission import BasePermission
 from cloudops import __version__
 from cloudops.db import models
 from cloudops.domain import TaskStatus as DomainStatus
+from cloudops.events.hub import Subscription as HubSubscription
 from cloudops.events.hub import SubscriptionEnded
 from cloudops.events.records import EventRecord
 from cloudops.graphql.connections import (
@@ -38,6 +39,7 @@ from cloudops.graphql.inputs import (
     TaskPayload,
     UserError,
 )
+from cloudops.graphql.live_outlet import live_outlet
 from cloudops.graphql.operation import running_root_fields
 from cloudops.graphql.permissions import CanAdminister, CanOperate, CanView
 from cloudops.graphql.replay import task_stream
@@ -295,6 +297,12 @@ class Subscription:
                 stream = await _event_source(
                     info, resources, task_id, entity_id, project_id, after_sequence
                 )
+                if isinstance(stream, HubSubscription):
+                    # The live feed: when the connection takes an outlet, the hub writes
+                    # this subscriber's events itself and the loop below waits for the end.
+                    outlet = live_outlet(info)
+                    if outlet is not None:
+                        stream.deliver_directly(outlet)
                 async for record in stream:
                     yield event_view(record)
         except SubscriptionEnded as ended:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Hashable
-from inspect import isawaitable
+from contextvars import ContextVar
+from inspect import isawaitable, iscoroutine
 from typing import Any, Generic, TypeVar
 
 from graphql import ExecutionResult, OperationType, print_ast
@@ -66,6 +67,13 @@ def shared_json(data: object) -> str | None:
     return entry[1] if entry is not None and entry[0] is data else None
 
 
+def subscription_executor() -> SharedEventExecutor | None:
+    """The executor of the subscription being set up in this task (graphql-core builds it
+    just before it calls the subscription's resolver, in the operation's own task): what
+    renders that subscriber's events when they bypass the per-event pipeline."""
+    return _SUBSCRIBING.get()
+
+
 def event_view(record: EventRecord) -> TaskEvent:
     """The API object of a broadcast event, built once for all its subscribers."""
     view = _VIEWS.get(record.id)
@@ -80,6 +88,16 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
     subscribers whose operations are the same; queries and mutations are untouched."""
 
     _event_key: Hashable | None = None
+
+    @classmethod
+    def build(cls, *args: Any, **kwargs: Any) -> Any:
+        built = super().build(*args, **kwargs)
+        if (
+            isinstance(built, SharedEventExecutor)
+            and built.operation.operation is OperationType.SUBSCRIPTION
+        ):
+            _SUBSCRIBING.set(built)
+        return built
 
     def build_per_event_executor(self, payload: Any) -> Any:
         if self._event_key is None and self.operation.operation is OperationType.SUBSCRIPTION:
@@ -110,6 +128,26 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             _ENCODED.put(id(result.data), (result.data, json.dumps(result.data, **_COMPACT)))
         return result
 
+    def next_payload_json(self, event: TaskEvent) -> str | None:
+        """The JSON of the ``next`` payload this subscription sends for ``event``, to be
+        written straight to its socket (graphql/live_outlet.py); None when the result
+        would have to be awaited."""
+        result = self.build_per_event_executor(event).execute_operation()
+        if not isinstance(result, ExecutionResult):
+            if iscoroutine(result):
+                result.close()
+            return None
+        if not result.errors and not result.extensions:
+            shared = shared_json(result.data)
+            if shared is not None:
+                return f'{{"data":{shared}}}'
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [error.formatted for error in result.errors]
+        if result.extensions:
+            payload["extensions"] = result.extensions
+        return json.dumps(payload, **_COMPACT)
+
     def _operation_key(self) -> Hashable:
         text = print_ast(self.operation) + "".join(
             print_ast(fragment.definition) for _, fragment in sorted(self.fragments.items())
@@ -125,6 +163,11 @@ async def _masked_when_done(pending: Awaitable[Any]) -> Any:
     if isinstance(result, ExecutionResult) and result.errors:
         result.errors = masked_errors(result.errors)
     return result
+
+
+_SUBSCRIBING: ContextVar[SharedEventExecutor | None] = ContextVar(
+    "cloudops_subscription_executor", default=None
+)
 
 
 class _Executed:

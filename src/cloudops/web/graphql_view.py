@@ -21,12 +21,15 @@ from strawberry.subscriptions import (
 
 from cloudops.auth import Authenticator
 from cloudops.graphql.context import Context
+from cloudops.graphql.live_outlet import LiveFeedHandler
 from cloudops.graphql.schema import build_schema
 from cloudops.graphql.shared_events import shared_json
 from cloudops.runtime import Runtime
 
 
 class CloudOpsGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = LiveFeedHandler
+
     def __init__(
         self,
         runtime: Runtime,
