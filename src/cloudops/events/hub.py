@@ -1,9 +1,12 @@
 """Fan-out of task events to in-process subscribers, fed by a broadcast backend.
 
 The process subscribes to the backend once and fans out locally, so N subscribers cost
-one deserialization per event and no database query. Each subscriber has a bounded
-buffer: one that falls behind is ended with :class:`SubscriberOverflow` (it resumes with
-``afterSequence``) and nobody else waits for it.
+one deserialization per event and no database query. Events that arrived together are
+handed out together, a slice of subscribers at a time so the rest of the process keeps
+its turns. A subscriber either has a queue, read by its own task, or a direct delivery
+(the live feed's sockets, graphql/live_outlet.py) that the hub calls itself. Either way
+it has a bounded buffer: one that falls behind is ended with :class:`SubscriberOverflow`
+(it resumes with ``afterSequence``) and nobody else waits for it.
 
 The backend connection is supervised. broadcaster hangs a subscriber forever after its
 Redis or PostgreSQL connection drops (encode/broadcaster#144), so the hub sends itself a
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "cloudops.task_events"
 HEARTBEAT_PREFIX = "hb:"
+#: Subscribers handed an event before the hub lets the loop run something else: at 1,000
+#: subscribers one event is ~20 ms of writes, which every other task would wait out.
+FAN_OUT_SLICE = 50
 
 
 class SubscriptionEnded(Exception):
@@ -57,10 +63,10 @@ FAILED_DELIVERY = "an event could not be delivered (the server log has why)"
 
 EventFilter = Callable[[EventRecord], bool]
 
-DirectDelivery = Callable[[EventRecord], "int | None"]
-"""Hands an event to its receiver at once and says how many of the subscriber's events
-are still waiting in this process (not yet taken by the kernel); None declines the event,
-which then goes to the subscriber's queue like every later one."""
+DirectDelivery = Callable[[list[EventRecord]], "int | None"]
+"""Hands events (in order) to their receiver at once and says how many of the
+subscriber's events are still waiting in this process (not yet taken by the kernel); None
+declines them all, and they and every later event go to the subscriber's queue."""
 
 
 @dataclass(eq=False)
@@ -75,12 +81,16 @@ class Subscription:
         # One slot is kept for the end marker, so ending never blocks.
         self.queue = asyncio.Queue(maxsize=self.buffer_size + 1)
 
-    def offer(self, event: EventRecord) -> None:
-        if self.ended or not self.matches(event):
+    def offer(self, events: list[EventRecord]) -> None:
+        """Take the matching ones of events that arrived together, in order."""
+        if self.ended:
+            return
+        matching = [event for event in events if self.matches(event)]
+        if not matching:
             return
         if self._deliver is not None:
             try:
-                waiting = self._deliver(event)
+                waiting = self._deliver(matching)
             except Exception:  # one receiver's failure must not stop the fan-out
                 log.exception("direct delivery failed", extra={"action": "delivery_failed"})
                 self.end(SubscriptionEnded(f"{FAILED_DELIVERY}; resubscribe with afterSequence"))
@@ -89,11 +99,12 @@ class Subscription:
                 if waiting > self.buffer_size:
                     self.end(self._overflow())
                 return
-            self._deliver = None  # declined: the queue takes this event and the rest
-        if self.queue.qsize() >= self.buffer_size:
-            self.end(self._overflow())
-            return
-        self.queue.put_nowait(event)
+            self._deliver = None  # declined: the queue takes these events and the rest
+        for event in matching:
+            if self.queue.qsize() >= self.buffer_size:
+                self.end(self._overflow())
+                return
+            self.queue.put_nowait(event)
 
     def deliver_directly(self, deliver: DirectDelivery) -> bool:
         """From now on hand each matching event to ``deliver`` as it is offered: no queue
@@ -264,6 +275,12 @@ class EventHub:
         # being late is not being lost (each beat yields, so the reader can answer first).
         unanswered = 0
 
+        # What arrived while the previous events were being handed out: handed out
+        # together, so a direct subscriber gets them in one write (one system call per
+        # socket for a burst, not one per event).
+        arrived: list[EventRecord] = []
+        arriving = asyncio.Event()
+
         async def read() -> None:
             nonlocal unanswered
             async for text in messages:
@@ -273,15 +290,29 @@ class EventHub:
                 if text.startswith(HEARTBEAT_PREFIX) or not self._subscriptions:
                     continue  # a process nobody watches (a worker) need not decode events
                 try:
-                    event = EventRecord.from_json(text)
+                    arrived.append(EventRecord.from_json(text))
                 except (ValueError, KeyError, TypeError):
                     log.warning(
                         "dropped a malformed broadcast message", extra={"action": "bad_event"}
                     )
                     continue
-                for sub in list(self._subscriptions):
-                    sub.offer(event)
+                arriving.set()
             raise ConnectionError("broadcast stream ended")
+
+        async def fan_out() -> None:
+            while True:
+                await arriving.wait()
+                arriving.clear()
+                events = arrived.copy()
+                arrived.clear()
+                subscriptions = list(self._subscriptions)
+                for start in range(0, len(subscriptions), FAN_OUT_SLICE):
+                    if start:
+                        # Let the rest of the process (requests, the in-process worker
+                        # writing the next event) have a turn between slices.
+                        await asyncio.sleep(0)
+                    for sub in subscriptions[start : start + FAN_OUT_SLICE]:
+                        sub.offer(events)
 
         async def beat() -> None:
             nonlocal unanswered
@@ -292,16 +323,15 @@ class EventHub:
                 await self._publish_text(token)
                 unanswered += 1
 
-        reader = asyncio.create_task(read())
-        beater = asyncio.create_task(beat())
+        tasks = {asyncio.create_task(work()) for work in (read, fan_out, beat)}
         try:
-            done, _ = await asyncio.wait({reader, beater}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
                 finished.result()  # re-raise why it ended
         finally:
-            for running in (reader, beater):
+            for running in tasks:
                 running.cancel()
-            await asyncio.wait({reader, beater})
+            await asyncio.wait(tasks)
 
     def _end_all(self, reason: SubscriptionEnded) -> None:
         for sub in list(self._subscriptions):

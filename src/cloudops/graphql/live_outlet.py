@@ -35,9 +35,9 @@ FRAME_WRITER = "cloudops.frame_writer"
 
 
 class FrameWriter(Protocol):
-    def write_text(self, text: str | bytes) -> int | None:
-        """Send a text frame (UTF-8) now; its size in bytes, or None when the socket is
-        closing."""
+    def write_texts(self, texts: list[str]) -> list[int] | None:
+        """Send text frames now, in one write; their sizes in bytes, or None when the
+        socket is closing."""
 
     def unsent_bytes(self) -> int:
         """Bytes written but not yet taken by the kernel (the peer is behind by that)."""
@@ -81,19 +81,23 @@ class LiveOutlet:
         self._written = 0  # bytes of this operation's frames written so far
         self._frame_ends: deque[int] = deque()  # where each frame not yet sent ends
 
-    def __call__(self, record: EventRecord) -> int | None:
+    def __call__(self, records: list[EventRecord]) -> int | None:
         operation = self._operation
         if operation.completed or self._handler.operations.get(operation.id) is not operation:
             return 0  # the client completed it; its task's cancellation unsubscribes it
-        payload = self._executor.next_payload_json(event_view(record))
-        if payload is None:
-            return None  # to be awaited: the ordinary path takes this event and the rest
-        size = self._frames.write_text(f"{self._prefix}{payload}}}")
-        if size is None:
+        frames = []
+        for record in records:
+            payload = self._executor.next_payload_json(event_view(record))
+            if payload is None:
+                return None  # to be awaited: the ordinary path takes these and the rest
+            frames.append(f"{self._prefix}{payload}}}")
+        sizes = self._frames.write_texts(frames)
+        if sizes is None:
             return 0  # the socket is closing; the handler ends the operation
-        self._written += size
         ends = self._frame_ends
-        ends.append(self._written)
+        for size in sizes:
+            self._written += size
+            ends.append(self._written)
         # Other operations' frames on this socket count as ours: never fewer than true.
         taken = self._written - self._frames.unsent_bytes()
         while ends and ends[0] <= taken:

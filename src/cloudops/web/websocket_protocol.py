@@ -25,9 +25,10 @@ class CloudOpsWebSocketProtocol(WebSocketsSansIOProtocol):
         extensions = cast(dict[str, Any], self.scope["extensions"])
         extensions[FRAME_WRITER] = {"writer": self}
 
-    def write_text(self, text: str | bytes) -> int | None:
+    def write_texts(self, texts: list[str]) -> list[int] | None:
         # The same steps as the ASGI "websocket.send" of the base class, minus its await
-        # for a writable transport: a peer that is behind shows in unsent_bytes instead.
+        # for a writable transport (a peer that is behind shows in unsent_bytes instead),
+        # and with the frames joined into one write.
         if (
             not self.handshake_complete
             or self.initial_response is not None
@@ -36,13 +37,15 @@ class CloudOpsWebSocketProtocol(WebSocketsSansIOProtocol):
             or self.transport.is_closing()
         ):
             return None
+        frames = []
         try:
-            self.conn.send_text(text.encode() if isinstance(text, str) else text)
+            for text in texts:
+                self.conn.send_text(text.encode())
+                frames.append(b"".join(self.conn.data_to_send()))
         except InvalidState:
             return None
-        frame = b"".join(self.conn.data_to_send())
-        self.transport.write(frame)
-        return len(frame)
+        self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return [len(frame) for frame in frames]
 
     def unsent_bytes(self) -> int:
         return self.transport.get_write_buffer_size()
