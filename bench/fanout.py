@@ -9,8 +9,9 @@ first submission to the last delivery), delivery latency (the event's ``at``, st
 the server before it commits, to the moment the client has parsed it) and the server's
 peak resident memory (VmHWM), each K on a fresh server so the peak is its own.
 
-The subscribers all run in this process, so on a small machine the client competes with
-the server for CPU; ``--client-procs`` spreads them over several processes.
+The subscribers all run in this process (each connection read in its protocol callbacks,
+on uvloop), so on a small machine the client competes with the server for CPU;
+``--client-procs`` spreads them over several processes.
 """
 
 from __future__ import annotations
@@ -27,14 +28,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from bench._common import (
     RESULTS_DIR,
-    GraphQLSocket,
     Target,
     csv_ints,
     percentile,
@@ -71,51 +77,118 @@ class Subscriber:
     ended: str | None = None
 
 
+class FeedSocket(asyncio.Protocol):
+    """One subscriber's graphql-transport-ws connection, read in the protocol's callbacks
+    with websockets' sans-I/O protocol: no task, queue or future per message, so that a
+    thousand of them in one process cost little next to the server they measure."""
+
+    def __init__(self, url: str, sub: Subscriber, query: str) -> None:
+        self.ws = ClientProtocol(
+            parse_uri(url), subprotocols=[Subprotocol("graphql-transport-ws")], max_size=None
+        )
+        self.sub = sub
+        self.query = query
+        self.transport: asyncio.Transport | None = None
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if event.status_code != 101:
+                    self._fail(f"handshake answered {event.status_code}")
+                    return
+                self._send({"type": "connection_init", "payload": {}})
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self._on_message(json.loads(event.data))
+        self._flush()  # pongs, close replies
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sub.ended is None:
+            self.sub.ended = "socket closed"
+        self._fail("socket closed before the subscription started")
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(Exception):
+                self.ws.send_close(1000)
+                self._flush()
+            self.transport.close()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "connection_ack":
+            self._send({"id": "feed", "type": "subscribe", "payload": {"query": self.query}})
+            if not self.subscribed.done():
+                self.subscribed.set_result(None)
+        elif kind == "ping":
+            self._send({"type": "pong"})
+        elif kind != "pong":
+            _record(self.sub, message)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.ws.send_text(json.dumps(message).encode())
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+
+    def _fail(self, why: str) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError(why))
+
+
 async def _subscribe_all(
     base_url: str, subs: list[Subscriber], query: str, connect_parallel: int
-) -> tuple[list[GraphQLSocket], list[asyncio.Task[None]]]:
-    sockets: list[GraphQLSocket] = []
-    readers: list[asyncio.Task[None]] = []
+) -> list[FeedSocket]:
+    url = base_url.replace("http://", "ws://", 1).rstrip("/") + "/graphql"
+    address = urlsplit(url)
+    sockets: list[FeedSocket] = []
     gate = asyncio.Semaphore(connect_parallel)
+    loop = asyncio.get_running_loop()
 
     async def one(sub: Subscriber) -> None:
         async with gate:
-            socket = GraphQLSocket(base_url)
-            await socket.connect()
-            await socket.subscribe("feed", query)
-            sockets.append(socket)
-            readers.append(asyncio.create_task(_read(socket, sub)))
+            _, feed = await loop.create_connection(
+                lambda: FeedSocket(url, sub, query), address.hostname, address.port
+            )
+            sockets.append(feed)
+            async with asyncio.timeout(60):
+                await feed.subscribed
 
     await asyncio.gather(*(one(sub) for sub in subs))
-    return sockets, readers
+    return sockets
 
 
-async def _read(socket: GraphQLSocket, sub: Subscriber) -> None:
-    async for message in socket.messages():
-        kind = message.get("type")
-        if kind != "next":
-            if kind in ("error", "complete"):
-                sub.ended = json.dumps(message)[:300]
-                return
-            continue
-        payload = message["payload"]
-        if payload.get("errors"):
-            sub.ended = json.dumps(payload["errors"])[:300]
-            return
-        now = time.time()
-        event = payload["data"]["taskEvents"]
-        task_id = event["taskId"]
-        sequence = event["sequence"]
-        if sequence != sub.last_sequence.get(task_id, 0) + 1:
-            sub.out_of_order += 1
-        sub.last_sequence[task_id] = sequence
-        sub.received[task_id] += 1
-        sub.latencies[task_id].append(now - datetime.fromisoformat(event["at"]).timestamp())
-        sub.last_at = now
-        if event["kind"] in FINAL_KINDS:
-            sub.finished.add(task_id)
-    if sub.ended is None:
-        sub.ended = "socket closed"
+def _record(sub: Subscriber, message: dict[str, Any]) -> None:
+    kind = message.get("type")
+    if kind != "next":
+        if kind in ("error", "complete"):
+            sub.ended = json.dumps(message)[:300]
+        return
+    payload = message["payload"]
+    if payload.get("errors"):
+        sub.ended = json.dumps(payload["errors"])[:300]
+        return
+    now = time.time()
+    event = payload["data"]["taskEvents"]
+    task_id = event["taskId"]
+    sequence = event["sequence"]
+    if sequence != sub.last_sequence.get(task_id, 0) + 1:
+        sub.out_of_order += 1
+    sub.last_sequence[task_id] = sequence
+    sub.received[task_id] += 1
+    sub.latencies[task_id].append(now - datetime.fromisoformat(event["at"]).timestamp())
+    sub.last_at = now
+    if event["kind"] in FINAL_KINDS:
+        sub.finished.add(task_id)
 
 
 async def _wait(subs: list[Subscriber], ids: set[str], within: float, what: str) -> None:
@@ -140,7 +213,7 @@ async def client_part(
     """Subscribers ``first_index``.. of one client process (or of this one): subscribe,
     say so, wait for the warm-up task id and then the measured ids, report."""
     subs = [Subscriber(first_index + i) for i in range(count)]
-    sockets, readers = await _subscribe_all(base_url, subs, query, connect_parallel)
+    sockets = await _subscribe_all(base_url, subs, query, connect_parallel)
     try:
         await control.put(("subscribed", count))
         warm = await control.get_command()
@@ -153,10 +226,8 @@ async def client_part(
         except TimeoutError as exc:
             await control.put(("note", str(exc)))
     finally:
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sockets))
+        for feed in sockets:
+            feed.close()
     return [_summarize(sub, set(measured_ids)) for sub in subs]
 
 
