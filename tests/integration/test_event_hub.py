@@ -165,34 +165,6 @@ async def test_direct_receiver_too_far_behind_is_ended_with_overflow() -> None:
         await hub.stop()
 
 
-async def test_a_declined_event_and_the_rest_go_through_the_queue_in_order() -> None:
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
-    await hub.start()
-    direct: list[int] = []
-
-    def outlet(records: list[EventRecord]) -> int | None:
-        if any(record.sequence >= 3 for record in records):
-            return None  # e.g. a result that must be awaited
-        direct.extend(record.sequence for record in records)
-        return 0
-
-    try:
-        async with hub.subscribe(lambda e: True) as sub:
-            assert sub.deliver_directly(outlet)
-            await published(hub, range(1, 3))
-            await published(hub, range(3, 7))  # one batch, declined as a whole
-            queued: list[int] = []
-            async with asyncio.timeout(5):
-                async for record in sub:
-                    queued.append(record.sequence)
-                    if record.sequence == 6:
-                        break
-        assert direct == [1, 2]
-        assert queued == [3, 4, 5, 6], "the outlet is not asked again once it declined"
-    finally:
-        await hub.stop()
-
-
 async def test_a_failing_outlet_ends_its_subscription_only() -> None:
     hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
     await hub.start()

@@ -63,10 +63,9 @@ FAILED_DELIVERY = "an event could not be delivered (the server log has why)"
 
 EventFilter = Callable[[EventRecord], bool]
 
-DirectDelivery = Callable[[list[EventRecord]], "int | None"]
+DirectDelivery = Callable[[list[EventRecord]], int]
 """Hands events (in order) to their receiver at once and says how many of the
-subscriber's events are still waiting in this process (not yet taken by the kernel); None
-declines them all, and they and every later event go to the subscriber's queue."""
+subscriber's events are still waiting in this process (not yet taken by the kernel)."""
 
 
 @dataclass(eq=False)
@@ -95,11 +94,9 @@ class Subscription:
                 log.exception("direct delivery failed", extra={"action": "delivery_failed"})
                 self.end(SubscriptionEnded(f"{FAILED_DELIVERY}; resubscribe with afterSequence"))
                 return
-            if waiting is not None:
-                if waiting > self.buffer_size:
-                    self.end(self._overflow())
-                return
-            self._deliver = None  # declined: the queue takes these events and the rest
+            if waiting > self.buffer_size:
+                self.end(self._overflow())
+            return
         for event in matching:
             if self.queue.qsize() >= self.buffer_size:
                 self.end(self._overflow())

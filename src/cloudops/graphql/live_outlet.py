@@ -10,7 +10,7 @@ own executor (results shared per operation, graphql/shared_events.py) and writes
 ``next`` frame at once. What the protocol says stays with Strawberry: the subscribe, the
 error or complete that ends it, the client's complete (after which the outlet writes
 nothing). Other protocols (SSE, graphql-ws) and servers without a frame writer keep the
-ordinary path.
+ordinary path, as does a subscription selecting a field that must be awaited.
 """
 
 from __future__ import annotations
@@ -81,16 +81,14 @@ class LiveOutlet:
         self._written = 0  # bytes of this operation's frames written so far
         self._frame_ends: deque[int] = deque()  # where each frame not yet sent ends
 
-    def __call__(self, records: list[EventRecord]) -> int | None:
+    def __call__(self, records: list[EventRecord]) -> int:
         operation = self._operation
         if operation.completed or self._handler.operations.get(operation.id) is not operation:
             return 0  # the client completed it; its task's cancellation unsubscribes it
-        frames = []
-        for record in records:
-            payload = self._executor.next_payload_json(event_view(record))
-            if payload is None:
-                return None  # to be awaited: the ordinary path takes these and the rest
-            frames.append(f"{self._prefix}{payload}}}")
+        frames = [
+            f"{self._prefix}{self._executor.next_payload_json(event_view(record))}}}"
+            for record in records
+        ]
         sizes = self._frames.write_texts(frames)
         if sizes is None:
             return 0  # the socket is closing; the handler ends the operation
@@ -112,5 +110,7 @@ def live_outlet(info: Info[Context, None]) -> LiveOutlet | None:
     frames = frame_writer(info.context.request.scope)
     if running is None or executor is None or frames is None:
         return None
+    if not executor.renders_synchronously():
+        return None  # its events are awaited on the ordinary path
     handler, operation = running
     return LiveOutlet(handler, operation, executor, frames)

@@ -18,8 +18,21 @@ from contextvars import ContextVar
 from inspect import isawaitable, iscoroutine
 from typing import Any, Generic, TypeVar
 
-from graphql import ExecutionResult, OperationType, print_ast
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    InlineFragmentNode,
+    NamedTypeNode,
+    OperationType,
+    SelectionSetNode,
+    get_named_type,
+    print_ast,
+)
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 
 from cloudops.events.records import EventRecord
 from cloudops.graphql.errors import masked_errors
@@ -128,15 +141,58 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             _ENCODED.put(id(result.data), (result.data, json.dumps(result.data, **_COMPACT)))
         return result
 
-    def next_payload_json(self, event: TaskEvent) -> str | None:
+    def renders_synchronously(self) -> bool:
+        """Whether no field this subscription selects below its root field has to be
+        awaited (no async resolver, no field extension), so that its events can be
+        rendered inside the hub's own turn (graphql/live_outlet.py)."""
+        root = self.schema.subscription_type
+        if root is None:
+            return False
+        for selection in self.operation.selection_set.selections:
+            if not isinstance(selection, FieldNode) or selection.name.value not in root.fields:
+                return False
+            below = selection.selection_set
+            event_type = get_named_type(root.fields[selection.name.value].type)
+            if below is not None and not self._synchronous(below, event_type):
+                return False
+        return True
+
+    def _synchronous(self, selections: SelectionSetNode, parent: GraphQLNamedType | None) -> bool:
+        if not isinstance(parent, GraphQLObjectType):
+            return False  # an interface or a union: not worth guessing
+        for selection in selections.selections:
+            below: SelectionSetNode | None
+            if isinstance(selection, FieldNode):
+                field = parent.fields.get(selection.name.value)
+                if field is None:
+                    continue  # __typename
+                definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+                if definition is not None and (definition.is_async or definition.extensions):
+                    return False
+                inner: GraphQLNamedType | None = get_named_type(field.type)
+                below = selection.selection_set
+            else:
+                condition: NamedTypeNode | None
+                if isinstance(selection, FragmentSpreadNode):
+                    fragment = self.fragments[selection.name.value].definition
+                    condition, below = fragment.type_condition, fragment.selection_set
+                else:
+                    assert isinstance(selection, InlineFragmentNode)
+                    condition, below = selection.type_condition, selection.selection_set
+                inner = parent if condition is None else self.schema.get_type(condition.name.value)
+            if below is not None and not self._synchronous(below, inner):
+                return False
+        return True
+
+    def next_payload_json(self, event: TaskEvent) -> str:
         """The JSON of the ``next`` payload this subscription sends for ``event``, to be
-        written straight to its socket (graphql/live_outlet.py); None when the result
-        would have to be awaited."""
+        written straight to its socket (graphql/live_outlet.py). Only for a subscription
+        that renders synchronously."""
         result = self.build_per_event_executor(event).execute_operation()
         if not isinstance(result, ExecutionResult):
             if iscoroutine(result):
                 result.close()
-            return None
+            raise TypeError("next_payload_json: this subscription's result must be awaited")
         if not result.errors and not result.extensions:
             shared = shared_json(result.data)
             if shared is not None:
