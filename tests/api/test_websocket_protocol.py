@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -152,6 +154,51 @@ async def test_live_feed_is_written_by_the_hub_and_a_complete_stops_it(
     stored = await events_of(server.runtime, task_id)
     assert [(e["sequence"], e["kind"]) for e in got] == [(e.sequence, e.kind) for e in stored]
     await wait_subscribers(server, base)  # the disconnect let the live feed go too
+
+
+async def test_live_feed_subscribers_whose_connections_are_reset_are_dropped(
+    server_factory: ServerFactory,
+) -> None:
+    """Clients that vanish mid-stream (a TCP reset, as a killed browser leaves) while the
+    hub writes to their sockets: the hub lets them go and the subscriber that stays gets
+    every event of the task, in order."""
+    live: LiveServer = await server_factory(step_delay=0.05)
+    hub = live.runtime.hub
+    base = hub.subscriber_count
+    _, env_id = await project_and_environment(live)
+    async with raw(live) as stays:
+        await initialised(stays)
+        await send(stays, subscribe("feed", ALL_EVENTS))
+        doomed: list[ClientConnection] = []
+        for _ in range(3):
+            ws = await connect(live.ws_url, subprotocols=[TRANSPORT_WS], proxy=None)
+            await initialised(ws)
+            await send(ws, subscribe("feed", ALL_EVENTS))
+            doomed.append(ws)
+        await wait_subscribers(live, base + 4)
+
+        result = await live.runtime.tasks.deploy(inputs.Deploy(env_id, "1"))
+        assert result.value is not None, result.user_errors
+        task_id = result.value.id
+        got: list[int] = []
+        while True:
+            message = await recv(stays, timeout=30)
+            event = message["payload"]["data"]["taskEvents"]
+            if event["taskId"] != task_id:
+                continue
+            got.append(event["sequence"])
+            if len(got) == 2:  # the stream is flowing: now the others vanish
+                for ws in doomed:
+                    sock = ws.transport.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    ws.transport.abort()  # RST, no close handshake
+            if event["kind"] in ("COMPLETED", "FAILED"):
+                break
+        await wait_subscribers(live, base + 1)
+
+    stored = await events_of(live.runtime, task_id)
+    assert got == [e.sequence for e in stored] and got == list(range(1, len(got) + 1))
+    await wait_subscribers(live, base)
 
 
 async def test_subscribe_before_connection_init_is_closed_4401(server: LiveServer) -> None:
