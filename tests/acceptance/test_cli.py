@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import re
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.acceptance._support import CLOUDOPS, clean_env, free_port, running_server
 
@@ -101,14 +104,42 @@ async def test_websocket_compression_follows_the_setting(
     tmp_path: Path, setting: str | None, negotiated: bool
 ) -> None:
     """permessage-deflate is off unless CLOUDOPS_WS_COMPRESSION turns it on (it cost a
-    fifth of the fan-out's CPU), whatever the client offers."""
+    fifth of the fan-out's CPU), whatever the client offers; either way the live feed,
+    which the hub writes to the socket itself, arrives whole and in order."""
     overrides = {} if setting is None else {"CLOUDOPS_WS_COMPRESSION": setting}
     with running_server(tmp_path, "serve", **overrides) as server:
         url = f"ws://127.0.0.1:{server.port}/graphql"
         async with connect(url, subprotocols=["graphql-transport-ws"], compression="deflate") as ws:
             assert ws.subprotocol == "graphql-transport-ws"
             extensions = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            sequences = await live_feed_of_one_task(ws, server.port)
     assert ("permessage-deflate" in extensions) == negotiated, extensions
+    assert sequences == list(range(1, len(sequences) + 1)) and len(sequences) >= 3, sequences
+
+
+async def live_feed_of_one_task(ws: ClientConnection, port: int) -> list[int]:
+    """Subscribe to every event, restart a workload over HTTP, and collect the sequences
+    of its events until the final one."""
+    await ws.send(json.dumps({"type": "connection_init"}))
+    assert json.loads(await ws.recv()) == {"type": "connection_ack"}
+    feed = "subscription { taskEvents { taskId sequence kind } }"
+    await ws.send(json.dumps({"type": "subscribe", "id": "feed", "payload": {"query": feed}}))
+    await asyncio.sleep(0.3)  # subscribed before the task is submitted
+    restart = """mutation { restartWorkload(input: {namespace: "shop", name: "api"}) {
+      task { id } userErrors { message } } }"""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        answer = (await http.post("/graphql", json={"query": restart})).json()
+    task_id = answer["data"]["restartWorkload"]["task"]["id"]
+    sequences: list[int] = []
+    async with asyncio.timeout(30):
+        while True:
+            message = json.loads(await ws.recv())
+            assert message["type"] == "next", message
+            event = message["payload"]["data"]["taskEvents"]
+            if event["taskId"] == task_id:
+                sequences.append(event["sequence"])
+                if event["kind"] in ("COMPLETED", "FAILED"):
+                    return sequences
 
 
 def test_serve_freezes_its_start_up_heap(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""uvicorn's WebSocket protocol, able to write a text frame synchronously.
+"""uvicorn's WebSocket protocol, able to write text frames synchronously.
 
 Live task events reach a thousand subscribers from the hub's own turn of the event loop
 (graphql/live_outlet.py) rather than through an awaitable ASGI ``send`` per subscriber,
