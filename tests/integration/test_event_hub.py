@@ -8,6 +8,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,17 @@ async def test_a_loop_blocked_longer_than_the_heartbeat_timeout_is_not_a_lost_br
 # -- direct delivery --------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def running_hub(**options: Any) -> AsyncIterator[EventHub]:
+    """A real hub over the in-process broadcast, stopped at the end."""
+    hub = EventHub(lambda: BroadcasterBroadcast("memory://"), **options)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
 async def published(hub: EventHub, sequences: range) -> None:
     """Publish, then let the hub's reader take every message."""
     for sequence in sequences:
@@ -97,104 +109,86 @@ async def published(hub: EventHub, sequences: range) -> None:
 
 
 async def test_direct_delivery_hands_over_every_event_in_order_and_the_end_still_comes() -> None:
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"), buffer_size=5)
-    await hub.start()
     got: list[int] = []
 
     def outlet(records: list[EventRecord]) -> int:
         got.extend(record.sequence for record in records)
         return 0  # the receiver keeps up
 
-    try:
-        async with hub.subscribe(lambda e: e.sequence % 2 == 1) as sub:
-            assert sub.deliver_directly(outlet)
-            await published(hub, range(1, 21))  # four times the buffer: nothing queued
-            assert got == list(range(1, 21, 2)), "matching events only, in order, at once"
-            assert sub.queue.empty()
-            await hub.stop()
-            with pytest.raises(SubscriptionEnded, match="resubscribe with afterSequence"):
-                async with asyncio.timeout(5):
-                    async for _ in sub:
-                        raise AssertionError("a direct subscription yields nothing itself")
-    finally:
+    async with (
+        running_hub(buffer_size=5) as hub,
+        hub.subscribe(lambda e: e.sequence % 2 == 1) as sub,
+    ):
+        assert sub.deliver_directly(outlet)
+        await published(hub, range(1, 21))  # four times the buffer: nothing queued
+        assert got == list(range(1, 21, 2)), "matching events only, in order, at once"
+        assert sub.queue.empty()
         await hub.stop()
+        with pytest.raises(SubscriptionEnded, match="resubscribe with afterSequence"):
+            async with asyncio.timeout(5):
+                async for _ in sub:
+                    raise AssertionError("a direct subscription yields nothing itself")
 
 
 async def test_events_that_arrive_together_are_handed_over_together() -> None:
     """A burst is one call per subscriber, so a socket gets it in one write."""
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
-    await hub.start()
     calls: list[list[int]] = []
 
     def outlet(records: list[EventRecord]) -> int:
         calls.append([record.sequence for record in records])
         return 0
 
-    try:
+    async with running_hub() as hub:
         async with hub.subscribe(lambda e: e.sequence != 3) as sub:
             assert sub.deliver_directly(outlet)
             await published(hub, range(1, 6))  # the in-memory publish never yields
             await published(hub, range(6, 7))
         assert calls == [[1, 2, 4, 5], [6]]
-    finally:
-        await hub.stop()
 
 
 async def test_direct_receiver_too_far_behind_is_ended_with_overflow() -> None:
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"), buffer_size=3)
-    await hub.start()
     got: list[int] = []
 
     def outlet(records: list[EventRecord]) -> int:
         got.extend(record.sequence for record in records)
         return len(got)  # nothing taken by the peer: every frame still waits here
 
-    try:
-        async with hub.subscribe(lambda e: True) as sub:
-            assert sub.deliver_directly(outlet)
-            await published(hub, range(1, 11))
-            assert len(got) >= 4 and got == list(range(1, len(got) + 1)), got
-            with pytest.raises(SubscriberOverflow, match="fell more than 3 events behind"):
-                async with asyncio.timeout(5):
-                    async for _ in sub:
-                        pass
-            handed_over = len(got)
-            await published(hub, range(11, 15))
-            assert len(got) == handed_over, "nothing is handed over once it ended"
-    finally:
-        await hub.stop()
+    async with running_hub(buffer_size=3) as hub, hub.subscribe(lambda e: True) as sub:
+        assert sub.deliver_directly(outlet)
+        await published(hub, range(1, 11))
+        assert len(got) >= 4 and got == list(range(1, len(got) + 1)), got
+        with pytest.raises(SubscriberOverflow, match="fell more than 3 events behind"):
+            async with asyncio.timeout(5):
+                async for _ in sub:
+                    pass
+        handed_over = len(got)
+        await published(hub, range(11, 15))
+        assert len(got) == handed_over, "nothing is handed over once it ended"
 
 
 async def test_a_failing_outlet_ends_its_subscription_only() -> None:
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
-    await hub.start()
-
     def broken(records: list[EventRecord]) -> int:
         raise RuntimeError("socket exploded")
 
-    try:
-        async with hub.subscribe(lambda e: True) as bad, hub.subscribe(lambda e: True) as good:
-            assert bad.deliver_directly(broken)
-            await published(hub, range(1, 4))
-            with pytest.raises(SubscriptionEnded, match=re.escape(FAILED_DELIVERY)):
-                async with asyncio.timeout(5):
-                    async for _ in bad:
-                        pass
-            seen = [good.queue.get_nowait() for _ in range(3)]
-            assert [e.sequence for e in seen if isinstance(e, EventRecord)] == [1, 2, 3]
-            assert hub.connected, "one outlet's failure must not stop the fan-out"
-    finally:
-        await hub.stop()
+    async with (
+        running_hub() as hub,
+        hub.subscribe(lambda e: True) as bad,
+        hub.subscribe(lambda e: True) as good,
+    ):
+        assert bad.deliver_directly(broken)
+        await published(hub, range(1, 4))
+        with pytest.raises(SubscriptionEnded, match=re.escape(FAILED_DELIVERY)):
+            async with asyncio.timeout(5):
+                async for _ in bad:
+                    pass
+        seen = [good.queue.get_nowait() for _ in range(3)]
+        assert [e.sequence for e in seen if isinstance(e, EventRecord)] == [1, 2, 3]
+        assert hub.connected, "one outlet's failure must not stop the fan-out"
 
 
 async def test_only_a_subscription_with_nothing_queued_switches() -> None:
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"))
-    await hub.start()
-    try:
-        async with hub.subscribe(lambda e: True) as sub:
-            await published(hub, range(1, 2))
-            assert not sub.deliver_directly(lambda records: 0), "a queued event would be overtaken"
-            queued = sub.queue.get_nowait()
-            assert isinstance(queued, EventRecord) and queued.sequence == 1
-    finally:
-        await hub.stop()
+    async with running_hub() as hub, hub.subscribe(lambda e: True) as sub:
+        await published(hub, range(1, 2))
+        assert not sub.deliver_directly(lambda records: 0), "a queued event would be overtaken"
+        queued = sub.queue.get_nowait()
+        assert isinstance(queued, EventRecord) and queued.sequence == 1
