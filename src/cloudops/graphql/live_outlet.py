@@ -15,7 +15,6 @@ ordinary path, as does a subscription selecting a field that must be awaited.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from contextvars import ContextVar
 from typing import Any, Protocol, cast
@@ -28,7 +27,12 @@ from strawberry.types import Info
 
 from cloudops.events.records import EventRecord
 from cloudops.graphql.context import Context
-from cloudops.graphql.shared_events import SharedEventExecutor, event_view, subscription_executor
+from cloudops.graphql.shared_events import (
+    SharedEventExecutor,
+    event_view,
+    next_message_prefix,
+    subscription_executor,
+)
 
 #: The ASGI scope extension carrying a server's FrameWriter (web/websocket_protocol.py).
 FRAME_WRITER = "cloudops.frame_writer"
@@ -77,7 +81,7 @@ class LiveOutlet:
         self._operation = operation
         self._executor = executor
         self._frames = frames
-        self._prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
+        self._prefix = next_message_prefix(operation.id)
         self._written = 0  # bytes of this operation's frames written so far
         self._frame_ends: deque[int] = deque()  # where each frame not yet sent ends
 

@@ -80,6 +80,13 @@ def shared_json(data: object) -> str | None:
     return entry[1] if entry is not None and entry[0] is data else None
 
 
+def next_message_prefix(operation_id: str) -> str:
+    """A graphql-transport-ws ``next`` message up to its payload, which (as JSON) and a
+    closing brace complete it: how a shared payload is spliced into each subscriber's
+    message without encoding the result again."""
+    return f'{{"id":{json.dumps(operation_id)},"type":"next","payload":'
+
+
 def subscription_executor() -> SharedEventExecutor | None:
     """The executor of the subscription being set up in this task (graphql-core builds it
     just before it calls the subscription's resolver, in the operation's own task): what

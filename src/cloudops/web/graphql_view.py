@@ -23,7 +23,7 @@ from cloudops.auth import Authenticator
 from cloudops.graphql.context import Context
 from cloudops.graphql.live_outlet import LiveFeedHandler
 from cloudops.graphql.schema import build_schema
-from cloudops.graphql.shared_events import shared_json
+from cloudops.graphql.shared_events import next_message_prefix, shared_json
 from cloudops.runtime import Runtime
 
 
@@ -86,8 +86,7 @@ class CloudOpsGraphQL(GraphQL[Context, None]):
             if isinstance(payload, dict) and len(payload) == 1 and "data" in payload:
                 shared = shared_json(payload["data"])
                 if shared is not None:
-                    operation = json.dumps(data["id"])
-                    return f'{{"id":{operation},"type":"next","payload":{{"data":{shared}}}}}'
+                    return f'{next_message_prefix(data["id"])}{{"data":{shared}}}}}'
         return super().encode_json(data)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
