@@ -13,14 +13,16 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
 
+from cloudops.bus.postgres import PostgresSessionBus
 from cloudops.db.engine import Database
-from cloudops.db.migrate import migrate
-from cloudops.db.models import DEFAULT_ORGANIZATION_ID, Base, Organization
+from cloudops.db.migrate import alembic_config, migrate
+from cloudops.db.models import DEFAULT_ORGANIZATION_ID, Base, BusSession, Organization, Task
 from tests import pg
 
 #: New databases the concurrency test migrates. Whether two starters collide depends on
@@ -170,3 +172,51 @@ async def test_postgres_concurrent_migrate_creates_the_default_organization_once
         "organization by get-then-insert outside its advisory lock, so two processes that "
         "start together both find it missing and both insert it."
     )
+
+
+def _upgrade_to(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def test_postgres_upgrade_gives_every_entity_with_work_a_bus_session(
+    empty_postgres: str,
+) -> None:
+    """Tasks queued before 0005 had no session row until a worker looked at them; the bus
+    now claims through the session rows, so the upgrade creates the missing ones (for
+    entities with QUEUED or RUNNING work only) and a worker claims the queued head."""
+    db = Database(empty_postgres)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, "0004")
+            await conn.execute(
+                insert(Organization).values(id=DEFAULT_ORGANIZATION_ID, name="default")
+            )
+            for seq, (entity, status) in enumerate(
+                [("queued-1", "QUEUED"), ("queued-1", "QUEUED"), ("done-1", "COMPLETED")], 1
+            ):
+                await conn.execute(
+                    insert(Task).values(
+                        id=f"task-{seq}",
+                        organization_id=DEFAULT_ORGANIZATION_ID,
+                        type="DEPLOYMENT",
+                        status=status,
+                        entity_id=entity,
+                        input_hash="x",
+                        queue_seq=seq,
+                    )
+                )
+        await migrate(db)
+        async with db.read() as session:
+            sessions = (await session.execute(select(BusSession.entity_id))).scalars().all()
+        assert sessions == ["queued-1"]
+
+        bus = PostgresSessionBus(db, poll_interval=0.05)
+        try:
+            delivery = await asyncio.wait_for(bus.receive(), 10)
+        finally:
+            await bus.close()
+        assert (delivery.message.task_id, delivery.message.session_id) == ("task-1", "queued-1")
+    finally:
+        await db.dispose()

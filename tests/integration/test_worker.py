@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cloudops.db.models import Artifact, Environment, Task
+from cloudops.db.types import utcnow
 from cloudops.domain import EventKind, StepStatus, TaskStatus
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
+from cloudops.worker.pool import Worker
 from tests.conftest import events_of, make_environment, wait_final
 
 
@@ -211,3 +214,37 @@ async def test_cancel_running_task_stops_inside_the_step(runtime_factory: Any) -
                     break
     assert (await runtime.tasks.cancel(nxt.value.id)).ok
     await wait_final(runtime, [nxt.value.id], timeout=10)
+
+
+async def test_a_task_never_starts_before_its_run_after_whatever_the_bus_delivered(
+    runtime_factory: Any,
+) -> None:
+    """The PostgreSQL bus claims from the statement's snapshot, so it can hand over a head
+    as it was just before another worker's attempt failed and set its backoff. The worker
+    reads the task fresh and waits out a run_after still to come; here the in-process bus
+    delivers the task as submitted (no run_after) after its stored run_after moved on."""
+    runtime: Runtime = await runtime_factory(run_worker=False)
+    env = await make_environment(runtime)
+    result = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
+    assert result.value is not None
+    run_after = utcnow() + timedelta(seconds=1.0)
+    async with runtime.db.write() as session:
+        await session.execute(
+            update(Task).where(Task.id == result.value.id).values(run_after=run_after)
+        )
+    worker = Worker(
+        bus=runtime.bus,
+        journal=runtime.journal,
+        registry=runtime.registry,
+        services=runtime.services,
+        concurrency=2,
+        retry_base_delay=0.1,
+    )
+    worker.start()
+    try:
+        [task] = await wait_final(runtime, [result.value.id])
+    finally:
+        await worker.stop(5.0)
+    assert task.status == TaskStatus.COMPLETED
+    started = await first(runtime, task.id, EventKind.STARTED)
+    assert started.at >= run_after, "started before its run_after"

@@ -1,14 +1,15 @@
 """The PostgreSQL session bus: durable, shared by any number of worker processes.
 
 The tasks table is the queue (QUEUED/RUNNING tasks of an entity, by ``queue_seq``); the
-``bus_sessions`` table holds one lease per entity. A worker claims an entity whose lease is
-free or expired and whose head can run: it locks the entity's session row with
-``FOR UPDATE SKIP LOCKED`` (a row another worker is claiming is skipped, not waited for)
-and takes the lease by bumping ``fence``; every write it then makes is conditional on
-(owner, fence). FIFO and one-running-per-entity therefore hold in the database, whatever
-happens to the processes. Releasing a session sends NOTIFY, so an idle worker claims the
-entity's next task at once; a slow poll is the safety net for lost notifications and
-expiring leases.
+``bus_sessions`` table holds one lease per entity, created with the entity's first task. A
+worker claims an entity whose lease is free or expired and whose head can run, in one
+statement: it locks the entity's session row with ``FOR UPDATE SKIP LOCKED`` (a row another
+worker is claiming is skipped, not waited for) and takes the lease by bumping ``fence``;
+every write it then makes is conditional on (owner, fence). The bus's own statements run
+on autocommit connections: each is one round trip, with no BEGIN or COMMIT. FIFO and
+one-running-per-entity therefore hold in the database, whatever happens to the processes.
+Releasing a session sends NOTIFY, so an idle worker claims the entity's next task at once;
+a slow poll is the safety net for lost notifications and expiring leases.
 """
 
 from __future__ import annotations
@@ -36,51 +37,53 @@ CHANNEL = "cloudops_bus"
 #: Payload: the id of a RUNNING task whose cancel was requested.
 CANCEL_CHANNEL = "cloudops_cancel"
 
-_CANDIDATES = text("""
-WITH heads AS (
-    SELECT DISTINCT ON (t.entity_id) t.entity_id, t.id, t.run_after, t.queue_seq
-    FROM tasks t
-    WHERE t.status IN ('QUEUED', 'RUNNING')
-    ORDER BY t.entity_id, t.queue_seq
-)
-SELECT h.entity_id
-FROM heads h LEFT JOIN bus_sessions s ON s.entity_id = h.entity_id
-WHERE (h.run_after IS NULL OR h.run_after <= now())
-  AND (s.entity_id IS NULL OR s.owner IS NULL OR s.lease_until < now())
-ORDER BY h.queue_seq
-LIMIT :limit
-""")
-
-_ENSURE_SESSION = text("""
-INSERT INTO bus_sessions (entity_id, owner, lease_until, fence)
-VALUES (:entity, NULL, NULL, 0)
-ON CONFLICT (entity_id) DO NOTHING
-""")
-
-# SKIP LOCKED: a session row that another worker is claiming right now is skipped, not
-# waited for; the claimer re-checks the lease under the row lock it holds.
+# One statement claims one session: the earliest runnable head (a QUEUED or RUNNING task
+# with nothing earlier queued on its entity, walked in queue order over the active tasks'
+# partial index) whose session is free or expired. SKIP LOCKED: a session row that another
+# worker is claiming right now is skipped, not waited for, and a row that changed since
+# the statement's snapshot is checked again under its lock. The head comes from the
+# snapshot; if another worker ran it in between, the fresh read before STARTED (and its
+# guard) finds it no longer QUEUED and the session is simply released.
 _CLAIM = text("""
-WITH free AS (
-    SELECT entity_id FROM bus_sessions
-    WHERE entity_id = :entity AND (owner IS NULL OR lease_until < now())
-    FOR UPDATE SKIP LOCKED
+WITH pick AS (
+    SELECT s.entity_id, t.id, t.queue_seq, t.run_after
+    FROM tasks t JOIN bus_sessions s ON s.entity_id = t.entity_id
+    WHERE t.status IN ('QUEUED', 'RUNNING')
+      AND (t.run_after IS NULL OR t.run_after <= now())
+      AND (s.owner IS NULL OR s.lease_until < now())
+      AND NOT EXISTS (
+          SELECT 1 FROM tasks e
+          WHERE e.entity_id = t.entity_id AND e.status IN ('QUEUED', 'RUNNING')
+            AND e.queue_seq < t.queue_seq
+      )
+    ORDER BY t.queue_seq
+    LIMIT 1
+    FOR UPDATE OF s SKIP LOCKED
 )
 UPDATE bus_sessions s
 SET owner = :owner, lease_until = now() + make_interval(secs => :lease),
-    fence = s.fence + 1, task_id = NULL
-FROM free WHERE s.entity_id = free.entity_id
-RETURNING s.fence
+    fence = s.fence + 1, task_id = pick.id
+FROM pick WHERE s.entity_id = pick.entity_id
+RETURNING s.entity_id, s.fence, pick.id AS task_id, pick.queue_seq, pick.run_after
 """)
 
-_HEAD = text("""
-SELECT id, queue_seq, run_after FROM tasks
-WHERE entity_id = :entity AND status IN ('QUEUED', 'RUNNING')
-ORDER BY queue_seq LIMIT 1
+# Every entity with work has a session row, created with its first task (in the
+# submission's transaction), so the claim can join on it; NOTIFY is delivered at commit.
+_ENSURE_AND_WAKE = text("""
+WITH ensured AS (
+    INSERT INTO bus_sessions (entity_id, owner, lease_until, fence)
+    VALUES (:entity, NULL, NULL, 0)
+    ON CONFLICT (entity_id) DO NOTHING
+)
+SELECT pg_notify(:channel, '')
 """)
 
-_RELEASE = text("""
-UPDATE bus_sessions SET owner = NULL, lease_until = NULL, task_id = NULL
-WHERE entity_id = :entity AND owner = :owner AND fence = :fence
+_RELEASE_AND_WAKE = text("""
+WITH released AS (
+    UPDATE bus_sessions SET owner = NULL, lease_until = NULL, task_id = NULL
+    WHERE entity_id = :entity AND owner = :owner AND fence = :fence
+)
+SELECT pg_notify(:channel, '')
 """)
 
 _EXTEND = text("""
@@ -98,11 +101,6 @@ SELECT min(run_after) FROM tasks WHERE status = 'QUEUED' AND run_after > now()
 """)
 
 
-_HAND_OVER = text("""
-UPDATE bus_sessions SET task_id = :task
-WHERE entity_id = :entity AND owner = :owner AND fence = :fence
-""")
-
 _IN_FLIGHT = text("""
 SELECT EXISTS (SELECT 1 FROM bus_sessions s WHERE s.entity_id = :entity AND s.task_id = :task
                AND s.owner IS NOT NULL AND s.lease_until > now()) AS in_flight
@@ -114,9 +112,8 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def _wake_workers(session: AsyncSession) -> None:
-    """NOTIFY the workers' channel; PostgreSQL delivers it when ``session`` commits."""
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+def _session_of(message: TaskMessage) -> dict[str, str]:
+    return {"entity": message.session_id, "channel": CHANNEL}
 
 
 class PostgresSessionBus:
@@ -188,15 +185,15 @@ class PostgresSessionBus:
         """Signal this process at once and every other one through NOTIFY (which reaches
         this process too; stopping an attempt twice is harmless)."""
         self._dispatch_cancel(task_id)
-        async with self._db.write() as session:
-            await session.execute(
+        async with self._db.autocommit() as conn:
+            await conn.execute(
                 text("SELECT pg_notify(:channel, :task)"),
                 {"channel": CANCEL_CHANNEL, "task": task_id},
             )
 
     async def _notify(self) -> None:
-        async with self._db.write() as session:
-            await _wake_workers(session)
+        async with self._db.autocommit() as conn:
+            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
     # -- the interface ---------------------------------------------------------------------
     #: The task row is the message and NOTIFY is delivered at commit: a submission wakes
@@ -204,11 +201,13 @@ class PostgresSessionBus:
     publishes_in_transaction = True
 
     async def publish(self, message: TaskMessage) -> None:
-        """The task row is the message (committed by the caller); this only wakes workers."""
-        await self._notify()
+        """The task row is the message (committed by the caller); this makes sure its
+        entity has a session and wakes workers."""
+        async with self._db.autocommit() as conn:
+            await conn.execute(_ENSURE_AND_WAKE, _session_of(message))
 
     async def publish_in(self, session: AsyncSession, message: TaskMessage) -> None:
-        await _wake_workers(session)
+        await session.execute(_ENSURE_AND_WAKE, _session_of(message))
 
     async def receive(self) -> Delivery:
         self.start_listening()
@@ -247,43 +246,28 @@ class PostgresSessionBus:
         return max(0.01, min(self.poll_interval, (due - utcnow()).total_seconds()))
 
     async def _try_claim(self) -> Delivery | None:
-        async with self._claim_lock:  # one claim at a time per process is plenty
-            async with self._db.read() as session:
-                entities = (await session.execute(_CANDIDATES, {"limit": 16})).scalars().all()
-            for entity in entities:
-                async with self._db.write() as session:
-                    await session.execute(_ENSURE_SESSION, {"entity": entity})
-                    fence = await session.scalar(
-                        _CLAIM, {"entity": entity, "owner": self.owner, "lease": self.lease_seconds}
-                    )
-                    if fence is None:
-                        continue  # somebody else holds it
-                    head = (await session.execute(_HEAD, {"entity": entity})).one_or_none()
-                    runnable = head is not None and (
-                        head.run_after is None or head.run_after <= utcnow()
-                    )
-                    if head is None or not runnable:
-                        await session.execute(
-                            _RELEASE, {"entity": entity, "owner": self.owner, "fence": fence}
-                        )
-                        continue
-                    await session.execute(
-                        _HAND_OVER,
-                        {"entity": entity, "owner": self.owner, "fence": fence, "task": head.id},
-                    )
-                lease = Lease(entity, self.owner, int(fence))
-                message = TaskMessage(head.id, entity, head.queue_seq, head.run_after)
-                return Delivery(message, int(fence), lease)
-        return None
+        params = {"owner": self.owner, "lease": self.lease_seconds}
+        # One claim at a time per process is plenty.
+        async with self._claim_lock, self._db.autocommit() as conn:
+            row = (await conn.execute(_CLAIM, params)).one_or_none()
+        if row is None:
+            return None
+        lease = Lease(row.entity_id, self.owner, int(row.fence))
+        message = TaskMessage(row.task_id, row.entity_id, row.queue_seq, row.run_after)
+        return Delivery(message, int(row.fence), lease)
 
     async def _release(self, delivery: Delivery) -> None:
         assert delivery.lease is not None
-        async with self._db.write() as session:
-            await session.execute(
-                _RELEASE,
-                {"entity": delivery.lease.entity_id, "owner": self.owner, "fence": delivery.fence},
+        async with self._db.autocommit() as conn:
+            await conn.execute(
+                _RELEASE_AND_WAKE,
+                {
+                    "entity": delivery.lease.entity_id,
+                    "owner": self.owner,
+                    "fence": delivery.fence,
+                    "channel": CHANNEL,
+                },
             )
-            await _wake_workers(session)
 
     async def complete(self, delivery: Delivery) -> None:
         await self._release(delivery)
@@ -320,8 +304,8 @@ class PostgresSessionBus:
     async def heartbeat(self, delivery: Delivery) -> bool:
         if delivery.lease is None:
             return False
-        async with self._db.write() as session:
-            result = await session.execute(
+        async with self._db.autocommit() as conn:
+            result = await conn.execute(
                 _EXTEND,
                 {
                     "entity": delivery.lease.entity_id,
@@ -330,7 +314,7 @@ class PostgresSessionBus:
                     "lease": self.lease_seconds,
                 },
             )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def close(self) -> None:
         self._closed = True

@@ -18,7 +18,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from cloudops.db import sqlite_driver
@@ -75,6 +75,15 @@ class Database:
             _tune_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # PostgreSQL (READ COMMITTED) gives every statement its own snapshot, inside a
+        # transaction or not, so a read-only session loses nothing without one and saves
+        # the BEGIN and ROLLBACK round trips; so does a write that is one statement, which
+        # is atomic by itself. SQLite keeps its transactions: there a read transaction is
+        # one snapshot.
+        self._autocommit_engine = (
+            None if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        self._read_engine = self._autocommit_engine or self.engine
 
     @property
     def dialect(self) -> str:
@@ -84,8 +93,21 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; it never writes, so it never waits for the writer."""
         try:
-            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            async with AsyncSession(self._read_engine, expire_on_commit=False) as session:
                 yield session
+        except DBAPIError as exc:
+            _raise_if_unavailable(exc)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A PostgreSQL connection on which each statement commits by itself: a write that
+        is one statement costs one round trip, with no BEGIN and no COMMIT."""
+        if self._autocommit_engine is None:
+            raise RuntimeError("autocommit() is for PostgreSQL; SQLite writes use write()")
+        try:
+            async with self._autocommit_engine.connect() as conn:
+                yield conn
         except DBAPIError as exc:
             _raise_if_unavailable(exc)
             raise

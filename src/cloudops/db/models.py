@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -89,6 +90,13 @@ class Task(Base):
         # The task list: one organization's tasks, newest first, without a sort.
         Index("ix_tasks_org_created", "organization_id", "created_at", "id"),
         Index("ix_tasks_queue_seq", "queue_seq", unique=True),
+        # The PostgreSQL bus walks the active tasks in queue order to claim the next head.
+        Index(
+            "ix_tasks_active_queue",
+            "queue_seq",
+            postgresql_where=text("status IN ('QUEUED', 'RUNNING')"),
+            sqlite_where=text("status IN ('QUEUED', 'RUNNING')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -104,8 +104,9 @@ class TaskService:
             messages: list[TaskMessage] = []
             async with self.journal.transaction() as txn:
                 yield txn, messages
-                if inside and messages:
-                    await self.bus.publish_in(txn.session, messages[0])  # one wake-up
+                if inside:
+                    for message in messages:
+                        await self.bus.publish_in(txn.session, message)
             if not inside:
                 for message in messages:
                     await self.bus.publish(message)

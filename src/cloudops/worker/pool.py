@@ -167,6 +167,10 @@ class Worker:
                 task = await session.get(Task, task_id)
         if task is None or task.status != TaskStatus.QUEUED:
             return AttemptResult(Outcome.SKIPPED)
+        if task.run_after is not None and task.run_after > utcnow():
+            # Its retry backoff has not run out: a claim can see the head as it was just
+            # before another worker's failed attempt. Back to the bus until then.
+            return AttemptResult(Outcome.RETRY, task.run_after)
         attempt = Attempt(
             journal=self.journal,
             handler=self.registry.get(task.type),
