@@ -113,8 +113,19 @@ class Database:
             raise
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that commits on success and rolls back on any exception."""
+    async def write(self, *, one_statement: bool = False) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits on success and rolls back on any exception.
+
+        ``one_statement``: the caller sends a single statement, which on PostgreSQL then
+        runs on its own, with no BEGIN or COMMIT round trip (it is atomic by itself)."""
+        if one_statement and self._autocommit_engine is not None:
+            try:
+                async with AsyncSession(self._autocommit_engine, expire_on_commit=False) as one:
+                    yield one
+            except DBAPIError as exc:
+                _raise_if_unavailable(exc)
+                raise
+            return
         lock = self._write_lock or contextlib.nullcontext()
         try:
             async with (

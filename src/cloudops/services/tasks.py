@@ -500,15 +500,20 @@ class TaskService:
         return task
 
 
+#: The entity's lock, then the position, in one round trip: the materialized CTE is
+#: evaluated before the row it yields reaches nextval.
+_LOCKED_NEXTVAL = text("""
+WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext(:entity)))
+SELECT nextval('task_queue_seq') FROM locked
+""")
+
+
 async def next_queue_seq(session: AsyncSession, entity_id: str) -> int:
     """The next queue position. SQLite has one writer, so max()+1 is safe. On PostgreSQL a
     sequence numbers positions, and a transaction lock per entity makes two concurrent
     submissions to one entity commit in the order of their positions (strict FIFO)."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:entity))"), {"entity": entity_id}
-        )
-        return int(await session.scalar(text("SELECT nextval('task_queue_seq')")) or 0)
+        return int(await session.scalar(_LOCKED_NEXTVAL, {"entity": entity_id}) or 0)
     current = await session.scalar(select(func.max(Task.queue_seq)))
     return int(current or 0) + 1
 

@@ -2,8 +2,9 @@
 
 Each change is a single ``UPDATE tasks ... WHERE <guard> RETURNING`` that bumps
 ``last_sequence``, followed by the insert of the event with that sequence, in one
-transaction. The guard (expected statuses, attempt) is how concurrent writers are fenced:
-zero rows updated means somebody else moved the task and the caller must not write.
+transaction (on PostgreSQL both are one statement, a data-modifying CTE). The guard
+(expected statuses, attempt) is how concurrent writers are fenced: zero rows updated means
+somebody else moved the task and the caller must not write.
 Events are published through the hub only after the transaction has committed, so the
 stored events and the broadcast ones are the same events (invariant 3).
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, Update, bindparam, exists, update
+from sqlalchemy import Select, Table, Update, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudops.bus.base import Lease
@@ -129,13 +130,41 @@ def _guarded_update(attributes: tuple[str, ...], attempt: bool, lease: bool) -> 
     return update(_TASKS).where(*conditions).values(values).returning(*_RETURNED)
 
 
+#: The event's columns that come from the task row the guarded UPDATE returned.
+_FROM_TASK = ("status", "progress", "entity_id", "type", "project_id")
+
+
+@functools.lru_cache(maxsize=512)
+def _guarded_append(attributes: tuple[str, ...], attempt: bool, lease: bool) -> Select[Any]:
+    """PostgreSQL: the guarded UPDATE and the insert of its event in one statement (a
+    data-modifying CTE), one round trip where there were two. No row: the guard failed
+    and nothing was written."""
+    updated = _guarded_update(attributes, attempt, lease).cte("updated")
+    values = {
+        "id": bindparam("e_id", type_=_EVENTS.c.id.type),
+        "task_id": bindparam("g_task", type_=_EVENTS.c.task_id.type),
+        "sequence": updated.c.last_sequence,
+        "kind": bindparam("e_kind", type_=_EVENTS.c.kind.type),
+        "at": bindparam("g_now", type_=_EVENTS.c.at.type),
+        **{name: updated.c[name] for name in _FROM_TASK},
+        "step": bindparam("e_step", type_=_EVENTS.c.step.type),
+        "message": bindparam("e_message", type_=_EVENTS.c.message.type),
+        "artifact_id": bindparam("e_artifact", type_=_EVENTS.c.artifact_id.type),
+    }
+    event = _EVENTS.insert().from_select(
+        list(values), select(*(v.label(k) for k, v in values.items()))
+    )
+    return select(updated).add_cte(event.cte("event"))
+
+
 _INSERT_TASK = _TASKS.insert()
 
 
 class JournalTransaction:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, one_append: bool = False) -> None:
         self.session = session
         self.events: list[EventRecord] = []
+        self._one_append = one_append
 
     async def insert(self, task: Task, kind: EventKind, message: str) -> EventRecord:
         """Insert a new task (its row as given, ``last_sequence`` 1) with its first event:
@@ -160,6 +189,8 @@ class JournalTransaction:
         at: datetime | None = None,
     ) -> Appended | None:
         """Apply ``values`` and append one event; None when the guard no longer holds."""
+        if self._one_append and self.events:
+            raise RuntimeError("a one_append transaction appends one event only")
         now = at or utcnow()
         values = values or {}
         params: dict[str, Any] = {
@@ -175,20 +206,32 @@ class JournalTransaction:
             params["g_fence"] = guard.lease.fence
         for attribute, value in values.items():
             params[f"v_{attribute}"] = value
-        stmt = _guarded_update(tuple(values), guard.attempt is not None, guard.lease is not None)
-        row = (await self.session.execute(stmt, params)).one_or_none()
-        if row is None:
-            return None
-        record = await self._add_event(
-            task_id,
-            row.last_sequence,
-            kind,
-            now,
-            row,
-            step=step,
-            message=message,
-            artifact=ArtifactRecord.from_row(artifact) if artifact is not None else None,
-        )
+        shape = (tuple(values), guard.attempt is not None, guard.lease is not None)
+        stored = ArtifactRecord.from_row(artifact) if artifact is not None else None
+        if self.session.get_bind().dialect.name != "postgresql":
+            row = (await self.session.execute(_guarded_update(*shape), params)).one_or_none()
+            if row is None:
+                return None
+            record = _record(
+                new_id(), task_id, row.last_sequence, kind, now, row, step, message, stored
+            )
+            await self.session.execute(_INSERT_EVENT, _event_row(record))
+        else:
+            event_id = new_id()
+            params.update(
+                e_id=event_id,
+                e_kind=kind.value,
+                e_step=step,
+                e_message=message,
+                e_artifact=stored.id if stored is not None else None,
+            )
+            row = (await self.session.execute(_guarded_append(*shape), params)).one_or_none()
+            if row is None:
+                return None
+            record = _record(
+                event_id, task_id, row.last_sequence, kind, now, row, step, message, stored
+            )
+        self.events.append(record)
         return Appended(record, bool(row.cancel_requested))
 
     async def _add_event(
@@ -199,30 +242,43 @@ class JournalTransaction:
         at: datetime,
         task: TaskState,
         *,
-        step: dict[str, Any] | None = None,
         message: str | None = None,
-        artifact: ArtifactRecord | None = None,
     ) -> EventRecord:
         """Insert the event, with ``task``'s state right after it, and keep it for
         publishing after commit."""
-        record = EventRecord(
-            id=new_id(),
-            task_id=task_id,
-            sequence=sequence,
-            kind=kind,
-            at=at,
-            status=TaskStatus(task.status),
-            progress=task.progress,
-            entity_id=task.entity_id,
-            type=TaskType(task.type),
-            project_id=task.project_id,
-            step=step,
-            message=message,
-            artifact=artifact,
-        )
+        record = _record(new_id(), task_id, sequence, kind, at, task, None, message, None)
         await self.session.execute(_INSERT_EVENT, _event_row(record))
         self.events.append(record)
         return record
+
+
+def _record(
+    event_id: str,
+    task_id: str,
+    sequence: int,
+    kind: EventKind,
+    at: datetime,
+    task: TaskState,
+    step: dict[str, Any] | None,
+    message: str | None,
+    artifact: ArtifactRecord | None,
+) -> EventRecord:
+    """The event, carrying ``task``'s state right after it."""
+    return EventRecord(
+        id=event_id,
+        task_id=task_id,
+        sequence=sequence,
+        kind=kind,
+        at=at,
+        status=TaskStatus(task.status),
+        progress=task.progress,
+        entity_id=task.entity_id,
+        type=TaskType(task.type),
+        project_id=task.project_id,
+        step=step,
+        message=message,
+        artifact=artifact,
+    )
 
 
 class Journal:
@@ -231,9 +287,12 @@ class Journal:
         self.hub = hub
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[JournalTransaction]:
-        async with self.db.write() as session:
-            txn = JournalTransaction(session)
+    async def transaction(self, *, one_append: bool = False) -> AsyncIterator[JournalTransaction]:
+        """``one_append``: the caller appends exactly one event and does nothing else; on
+        PostgreSQL that append is a single statement, sent without BEGIN and COMMIT (it
+        has committed when ``append`` returns)."""
+        async with self.db.write(one_statement=one_append) as session:
+            txn = JournalTransaction(session, one_append=one_append)
             yield txn
         await self.publish(txn.events)
 

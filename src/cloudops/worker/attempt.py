@@ -196,9 +196,10 @@ class Attempt:
         )
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[JournalTransaction]:
-        """A journal transaction that first appends the held events, in order."""
-        async with self.journal.transaction() as txn:
+    async def _transaction(self, *, one_append: bool = False) -> AsyncIterator[JournalTransaction]:
+        """A journal transaction that first appends the held events, in order.
+        ``one_append``: the caller only appends one event (see Journal.transaction)."""
+        async with self.journal.transaction(one_append=one_append and not self._held) as txn:
             for held in self._held:
                 appended = await txn.append(
                     self.task.id, held.kind, self.guard, held.values, step=held.step, at=held.at
@@ -361,7 +362,7 @@ class Attempt:
         values: dict[str, Any] = {"steps": self.steps}
         if progress:
             values["progress"] = overall_progress(self.steps)
-        async with self._transaction() as txn:
+        async with self._transaction(one_append=True) as txn:
             appended = await txn.append(
                 self.task.id,
                 kind,

@@ -184,7 +184,7 @@ class Worker:
         # finds the attempt and interrupts it (before the commit its guard simply fails).
         self._attempts[task_id] = attempt
         now = utcnow()
-        async with self.journal.transaction() as txn:
+        async with self.journal.transaction(one_append=True) as txn:
             started = await txn.append(
                 task_id,
                 EventKind.STARTED,

@@ -1,0 +1,83 @@
+"""The journal's guarded append, on both backends (on PostgreSQL the UPDATE and the
+event's INSERT are one statement; ``one_append`` sends it without BEGIN and COMMIT)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cloudops.db.models import Task
+from cloudops.domain import EventKind, TaskStatus
+from cloudops.runtime import Runtime
+from cloudops.services import inputs
+from cloudops.tasks.journal import Guard
+from tests.conftest import events_of, make_environment
+
+
+async def queued_task(runtime_factory: Any) -> tuple[Runtime, Task]:
+    runtime: Runtime = await runtime_factory(run_worker=False)
+    env = await make_environment(runtime)
+    result = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
+    assert result.value is not None
+    return runtime, result.value
+
+
+@pytest.mark.parametrize("one_append", [False, True])
+async def test_an_append_stores_the_event_it_returns(
+    runtime_factory: Any, one_append: bool
+) -> None:
+    runtime, task = await queued_task(runtime_factory)
+    step = {"name": "validate", "status": "RUNNING"}
+    async with runtime.journal.transaction(one_append=one_append) as txn:
+        appended = await txn.append(
+            task.id,
+            EventKind.LOG,
+            Guard({TaskStatus.QUEUED}, task.attempt),
+            {"progress": 0.25},
+            step=step,
+            message="hello",
+        )
+    assert appended is not None and not appended.cancel_requested
+    record = appended.event
+    stored = (await events_of(runtime, task.id))[-1]
+    assert (stored.id, stored.sequence, stored.kind, stored.status, stored.progress) == (
+        record.id,
+        2,
+        EventKind.LOG,
+        TaskStatus.QUEUED,
+        0.25,
+    )
+    assert (stored.step, stored.message, stored.entity_id) == (step, "hello", task.entity_id)
+    assert record.sequence == 2 and record.progress == 0.25 and record.step == step
+    async with runtime.db.read() as session:
+        fresh = await session.get(Task, task.id)
+    assert fresh is not None and (fresh.last_sequence, fresh.progress) == (2, 0.25)
+
+
+@pytest.mark.parametrize("one_append", [False, True])
+async def test_an_append_whose_guard_fails_writes_nothing(
+    runtime_factory: Any, one_append: bool
+) -> None:
+    runtime, task = await queued_task(runtime_factory)
+    async with runtime.journal.transaction(one_append=one_append) as txn:
+        appended = await txn.append(
+            task.id, EventKind.LOG, Guard({TaskStatus.RUNNING}), {"progress": 0.5}
+        )
+    assert appended is None
+    assert [e.sequence for e in await events_of(runtime, task.id)] == [1]
+    async with runtime.db.read() as session:
+        fresh = await session.get(Task, task.id)
+    assert fresh is not None and (fresh.last_sequence, fresh.progress) == (1, 0.0)
+
+
+async def test_a_one_append_transaction_refuses_a_second_append(runtime_factory: Any) -> None:
+    runtime, task = await queued_task(runtime_factory)
+    guard = Guard({TaskStatus.QUEUED})
+    with pytest.raises(RuntimeError, match="one event only"):
+        async with runtime.journal.transaction(one_append=True) as txn:
+            assert await txn.append(task.id, EventKind.LOG, guard, message="first") is not None
+            await txn.append(task.id, EventKind.LOG, guard, message="second")
+    # On PostgreSQL the single statement committed as it ran; SQLite rolled it back.
+    expected = [] if runtime.db.is_sqlite else ["first"]
+    assert [e.message for e in await events_of(runtime, task.id)][1:] == expected
