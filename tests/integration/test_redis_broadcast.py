@@ -70,6 +70,46 @@ async def test_an_event_published_in_one_process_reaches_another(redis_server: R
         await listener.stop()
 
 
+async def test_concurrent_publishes_all_arrive_in_the_order_they_were_made(
+    redis_server: RedisServer,
+) -> None:
+    """Publishes made while one is on the wire go out together in one pipeline; every
+    one still arrives, in the order the publishers made them."""
+    publisher, listener = hub_on(redis_server.url), hub_on(redis_server.url)
+    await publisher.start()
+    await listener.start()
+    try:
+        async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
+            await asyncio.gather(*(publisher.publish(event(n)) for n in range(1, 301)))
+            received: list[int] = []
+            async with asyncio.timeout(10):
+                async for got in sub:
+                    received.append(got.sequence)
+                    if len(received) == 300:
+                        break
+        assert received == list(range(1, 301))
+    finally:
+        await publisher.stop()
+        await listener.stop()
+
+
+async def test_publishes_waiting_when_redis_dies_fail_instead_of_hanging(
+    redis_server: RedisServer,
+) -> None:
+    broadcast = create_broadcast(redis_server.url)
+    await broadcast.connect()
+    try:
+        await broadcast.publish("c", "before")
+        redis_server.stop()  # SIGKILL
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(
+                *(broadcast.publish("c", f"m{n}") for n in range(20)), return_exceptions=True
+            )
+        assert results and all(isinstance(r, Exception) for r in results), results
+    finally:
+        await broadcast.disconnect()
+
+
 async def test_redis_down_ends_subscribers_fast_and_the_hub_comes_back(
     redis_server: RedisServer,
 ) -> None:

@@ -6,6 +6,7 @@ traps (unbounded queues, hanging after a lost connection) are handled in one pla
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -76,6 +77,9 @@ class RedisBroadcast:
     def __init__(self, url: str) -> None:
         self._url = url
         self._client: redis.Redis | None = None
+        #: Publishes waiting for the one being sent: they go out next, together.
+        self._outbox: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self._client = redis.Redis.from_url(
@@ -84,12 +88,48 @@ class RedisBroadcast:
         await self._client.ping()
 
     async def disconnect(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
         if self._client is not None:
             await self._client.aclose()
 
     async def publish(self, channel: str, message: str) -> None:
+        """Publishes made while another is on the wire are sent after it as one pipeline
+        (one write and one read for all of them, in the order they were made): a worker
+        running many tasks otherwise pays a round trip per event."""
         assert self._client is not None, "connect() first"
-        await self._client.publish(channel, message)
+        sent = asyncio.get_running_loop().create_future()
+        self._outbox.append((channel, message, sent))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(self._client), name="redis-publish")
+        await sent
+
+    async def _send(self, client: redis.Redis) -> None:
+        batch: list[tuple[str, str, asyncio.Future[None]]] = []
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                try:
+                    if len(batch) == 1:
+                        await client.publish(batch[0][0], batch[0][1])
+                    else:
+                        pipe = client.pipeline(transaction=False)
+                        for channel, message, _ in batch:
+                            pipe.publish(channel, message)
+                        await pipe.execute()
+                except Exception as exc:
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+                batch = []
+        except asyncio.CancelledError:
+            _settle(batch + self._outbox, ConnectionError("broadcast closed while publishing"))
+            self._outbox = []
+            raise
+        finally:
+            self._sender = None
 
     @contextlib.asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
@@ -108,6 +148,17 @@ class RedisBroadcast:
             yield texts()
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _settle(batch: list[tuple[str, str, asyncio.Future[None]]], error: Exception | None) -> None:
+    """Tell each publisher still waiting how its publish went."""
+    for _, _, sent in batch:
+        if sent.done():  # its publisher stopped waiting (cancelled, timed out)
+            continue
+        if error is None:
+            sent.set_result(None)
+        else:
+            sent.set_exception(error)
 
 
 def create_broadcast(url: str) -> Broadcast:
