@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Select, Table, Update, bindparam, exists, select, update
+from sqlalchemy import Insert, Select, Table, Update, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudops.bus.base import Lease
@@ -160,6 +160,19 @@ def _guarded_append(attributes: tuple[str, ...], attempt: bool, lease: bool) -> 
 _INSERT_TASK = _TASKS.insert()
 
 
+def _prefixed_insert(table: Table, prefix: str) -> Insert:
+    return table.insert().values(
+        {column.key: bindparam(f"{prefix}{column.key}", type_=column.type) for column in table.c}
+    )
+
+
+#: PostgreSQL: a new task and its first event in one statement (the event's foreign key is
+#: checked at the end of the statement, when the task row is there).
+_INSERT_TASK_AND_EVENT = _prefixed_insert(_EVENTS, "e_").add_cte(
+    _prefixed_insert(_TASKS, "t_").cte("task")
+)
+
+
 class JournalTransaction:
     def __init__(self, session: AsyncSession, *, one_append: bool = False) -> None:
         self.session = session
@@ -170,11 +183,16 @@ class JournalTransaction:
         """Insert a new task (its row as given, ``last_sequence`` 1) with its first event:
         no guard is needed for a row nobody else can see yet, so no UPDATE either."""
         task.last_sequence = 1
-        await self.session.execute(
-            _INSERT_TASK,
-            {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS},
-        )
-        return await self._add_event(task.id, 1, kind, task.created_at, task, message=message)
+        row = {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS}
+        if self.session.get_bind().dialect.name != "postgresql":
+            await self.session.execute(_INSERT_TASK, row)
+            return await self._add_event(task.id, 1, kind, task.created_at, task, message=message)
+        record = _record(new_id(), task.id, 1, kind, task.created_at, task, None, message, None)
+        params = {f"t_{key}": value for key, value in row.items()}
+        params.update((f"e_{key}", value) for key, value in _event_row(record).items())
+        await self.session.execute(_INSERT_TASK_AND_EVENT, params)
+        self.events.append(record)
+        return record
 
     async def append(
         self,
