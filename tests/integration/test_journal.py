@@ -11,7 +11,7 @@ from cloudops.db.models import Task
 from cloudops.domain import EventKind, TaskStatus
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
-from cloudops.tasks.journal import Guard
+from cloudops.tasks.journal import Change, Guard
 from tests.conftest import events_of, make_environment
 
 
@@ -81,3 +81,53 @@ async def test_a_one_append_transaction_refuses_a_second_append(runtime_factory:
     # On PostgreSQL the single statement committed as it ran; SQLite rolled it back.
     expected = [] if runtime.db.is_sqlite else ["first"]
     assert [e.message for e in await events_of(runtime, task.id)][1:] == expected
+
+
+@pytest.mark.parametrize("one_append", [False, True])
+async def test_a_batch_appends_each_event_with_the_state_right_after_it(
+    runtime_factory: Any, one_append: bool
+) -> None:
+    """Several events of one task as one write (one statement on PostgreSQL): numbered
+    in order, each with the status and progress it left the task in (an event that sets
+    neither keeps the task's before the batch), the task as the last one left it."""
+    runtime, task = await queued_task(runtime_factory)
+    changes = [
+        Change(EventKind.LOG, {}, message="first"),
+        Change(EventKind.STEP_PROGRESS, {"progress": 0.4}, step={"name": "validate"}),
+        Change(
+            EventKind.CANCELLED,
+            {"status": TaskStatus.CANCELLED.value, "progress": 0.5},
+            message="last",
+        ),
+    ]
+    async with runtime.journal.transaction(one_append=one_append) as txn:
+        appended = await txn.append_all(task.id, Guard({TaskStatus.QUEUED}), changes)
+    assert appended is not None
+    returned = [
+        (a.event.id, a.event.sequence, a.event.kind, a.event.status, a.event.progress)
+        for a in appended
+    ]
+    assert [r[1:] for r in returned] == [
+        (2, EventKind.LOG, TaskStatus.QUEUED, 0.0),
+        (3, EventKind.STEP_PROGRESS, TaskStatus.QUEUED, 0.4),
+        (4, EventKind.CANCELLED, TaskStatus.CANCELLED, 0.5),
+    ]
+    stored = await events_of(runtime, task.id)
+    assert [(e.id, e.sequence, e.kind, e.status, e.progress) for e in stored[1:]] == returned
+    assert [(e.message, e.step) for e in stored[1:]] == [
+        ("first", None),
+        (None, {"name": "validate"}),
+        ("last", None),
+    ]
+    async with runtime.db.read() as session:
+        fresh = await session.get(Task, task.id)
+    assert fresh is not None
+    assert (fresh.status, fresh.progress, fresh.last_sequence) == ("CANCELLED", 0.5, 4)
+
+
+async def test_a_batch_whose_guard_fails_writes_nothing(runtime_factory: Any) -> None:
+    runtime, task = await queued_task(runtime_factory)
+    changes = [Change(EventKind.LOG, {"progress": 0.3}), Change(EventKind.LOG, {})]
+    async with runtime.journal.transaction() as txn:
+        assert await txn.append_all(task.id, Guard({TaskStatus.RUNNING}), changes) is None
+    assert [e.sequence for e in await events_of(runtime, task.id)] == [1]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -59,9 +59,43 @@ class TaskState(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class _State:
+    """An earlier event's task state within a batch: its own status and progress, the
+    rest from the updated row (entity, type and project do not change)."""
+
+    status: str
+    progress: float
+    row: Any
+
+    @property
+    def entity_id(self) -> str:
+        return str(self.row.entity_id)
+
+    @property
+    def type(self) -> str:
+        return str(self.row.type)
+
+    @property
+    def project_id(self) -> str | None:
+        return cast(str | None, self.row.project_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     event: EventRecord
     cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One event to append and the task values it sets (see JournalTransaction.append_all)."""
+
+    kind: EventKind
+    values: dict[str, Any]
+    step: dict[str, Any] | None = None
+    message: str | None = None
+    at: datetime | None = None
+    artifact: Artifact | None = None
 
 
 _TASKS = cast(Table, Task.__table__)
@@ -105,10 +139,19 @@ def _column_key(attribute: str) -> str:
     return str(Task.__mapper__.attrs[attribute].columns[0].key)
 
 
+#: The task row as it was before a batch's UPDATE (PostgreSQL: a self-join reads it from
+#: the statement's snapshot; with the guard holding, only this writer changed it since).
+_BEFORE = _TASKS.alias("before")
+
+
 @functools.lru_cache(maxsize=512)
-def _guarded_update(attributes: tuple[str, ...], attempt: bool, lease: bool) -> Update:
+def _guarded_update(
+    attributes: tuple[str, ...], attempt: bool, lease: bool, count: int = 1
+) -> Update:
     """The guarded UPDATE … RETURNING for one shape of write, built once with bind
-    parameters: building SQLAlchemy expressions per write cost more CPU than the write."""
+    parameters: building SQLAlchemy expressions per write cost more CPU than the write.
+    ``count`` events at once: ``last_sequence`` moves by that many, and the row's status
+    and progress before the update come back too."""
     conditions = [
         _TASKS.c.id == bindparam("g_task"),
         _TASKS.c.status.in_(bindparam("g_statuses", expanding=True)),
@@ -125,36 +168,60 @@ def _guarded_update(attributes: tuple[str, ...], attempt: bool, lease: bool) -> 
             )
         )
     values: dict[str, Any] = {_column_key(a): bindparam(f"v_{a}") for a in attributes}
-    values["last_sequence"] = _TASKS.c.last_sequence + 1
+    values["last_sequence"] = _TASKS.c.last_sequence + count
     values["updated_at"] = bindparam("g_now")
-    return update(_TASKS).where(*conditions).values(values).returning(*_RETURNED)
+    returned: tuple[Any, ...] = _RETURNED
+    if count > 1:
+        conditions.append(_BEFORE.c.id == _TASKS.c.id)
+        returned += (
+            _BEFORE.c.status.label("before_status"),
+            _BEFORE.c.progress.label("before_progress"),
+        )
+    return update(_TASKS).where(*conditions).values(values).returning(*returned)
 
 
-#: The event's columns that come from the task row the guarded UPDATE returned.
-_FROM_TASK = ("status", "progress", "entity_id", "type", "project_id")
+#: Per event of a batch: whether the caller's values say its status, and its progress.
+EventShape = tuple[bool, bool]
 
 
 @functools.lru_cache(maxsize=512)
-def _guarded_append(attributes: tuple[str, ...], attempt: bool, lease: bool) -> Select[Any]:
-    """PostgreSQL: the guarded UPDATE and the insert of its event in one statement (a
-    data-modifying CTE), one round trip where there were two. No row: the guard failed
-    and nothing was written."""
-    updated = _guarded_update(attributes, attempt, lease).cte("updated")
-    values = {
-        "id": bindparam("e_id", type_=_EVENTS.c.id.type),
-        "task_id": bindparam("g_task", type_=_EVENTS.c.task_id.type),
-        "sequence": updated.c.last_sequence,
-        "kind": bindparam("e_kind", type_=_EVENTS.c.kind.type),
-        "at": bindparam("g_now", type_=_EVENTS.c.at.type),
-        **{name: updated.c[name] for name in _FROM_TASK},
-        "step": bindparam("e_step", type_=_EVENTS.c.step.type),
-        "message": bindparam("e_message", type_=_EVENTS.c.message.type),
-        "artifact_id": bindparam("e_artifact", type_=_EVENTS.c.artifact_id.type),
-    }
-    event = _EVENTS.insert().from_select(
-        list(values), select(*(v.label(k) for k, v in values.items()))
-    )
-    return select(updated).add_cte(event.cte("event"))
+def _guarded_append(
+    attributes: tuple[str, ...], attempt: bool, lease: bool, events: tuple[EventShape, ...]
+) -> Select[Any]:
+    """PostgreSQL: the guarded UPDATE and the inserts of its events in one statement (a
+    data-modifying CTE): one round trip for any number of events of one task. Each event
+    carries the task's status and progress right after it: the last one the updated row's,
+    an earlier one what the values up to it set, else the row's before the update. No
+    row: the guard failed and nothing was written."""
+    count = len(events)
+    updated = _guarded_update(attributes, attempt, lease, count).cte("updated")
+    statement = select(updated)
+    for index, (says_status, says_progress) in enumerate(events):
+        last = index == count - 1
+
+        def state(name: str, said: bool, index: int = index, last: bool = last) -> Any:
+            if said:
+                return bindparam(f"e{index}_{name}", type_=_EVENTS.c[name].type)
+            return updated.c[name] if last else updated.c[f"before_{name}"]
+
+        values = {
+            "id": bindparam(f"e{index}_id", type_=_EVENTS.c.id.type),
+            "task_id": bindparam("g_task", type_=_EVENTS.c.task_id.type),
+            "sequence": updated.c.last_sequence - (count - 1 - index),
+            "kind": bindparam(f"e{index}_kind", type_=_EVENTS.c.kind.type),
+            "at": bindparam(f"e{index}_at", type_=_EVENTS.c.at.type),
+            "status": state("status", says_status),
+            "progress": state("progress", says_progress),
+            **{name: updated.c[name] for name in ("entity_id", "type", "project_id")},
+            "step": bindparam(f"e{index}_step", type_=_EVENTS.c.step.type),
+            "message": bindparam(f"e{index}_message", type_=_EVENTS.c.message.type),
+            "artifact_id": bindparam(f"e{index}_artifact", type_=_EVENTS.c.artifact_id.type),
+        }
+        insert_event = _EVENTS.insert().from_select(
+            list(values), select(*(v.label(k) for k, v in values.items()))
+        )
+        statement = statement.add_cte(insert_event.cte(f"event{index}"))
+    return statement
 
 
 _INSERT_TASK = _TASKS.insert()
@@ -207,14 +274,25 @@ class JournalTransaction:
         at: datetime | None = None,
     ) -> Appended | None:
         """Apply ``values`` and append one event; None when the guard no longer holds."""
+        change = Change(kind, values or {}, step, message, at, artifact)
+        appended = await self.append_all(task_id, guard, [change])
+        return appended[-1] if appended is not None else None
+
+    async def append_all(
+        self, task_id: str, guard: Guard, changes: Sequence[Change]
+    ) -> list[Appended] | None:
+        """Apply the changes to one task and append their events in order, as one write:
+        ``guard`` is checked before the first, the others follow from it. On PostgreSQL
+        one statement, however many events. None when the guard no longer holds (on
+        SQLite an earlier event of the batch may then be written: roll back)."""
         if self._one_append and self.events:
             raise RuntimeError("a one_append transaction appends one event only")
-        now = at or utcnow()
-        values = values or {}
+        if not changes:
+            raise ValueError("append_all needs at least one change")
         params: dict[str, Any] = {
             "g_task": task_id,
             "g_statuses": [s.value for s in guard.statuses],
-            "g_now": now,
+            "g_now": changes[-1].at or utcnow(),
         }
         if guard.attempt is not None:
             params["g_attempt"] = guard.attempt
@@ -222,35 +300,95 @@ class JournalTransaction:
             params["g_entity"] = guard.lease.entity_id
             params["g_owner"] = guard.lease.owner
             params["g_fence"] = guard.lease.fence
-        for attribute, value in values.items():
-            params[f"v_{attribute}"] = value
-        shape = (tuple(values), guard.attempt is not None, guard.lease is not None)
-        stored = ArtifactRecord.from_row(artifact) if artifact is not None else None
         if self.session.get_bind().dialect.name != "postgresql":
-            row = (await self.session.execute(_guarded_update(*shape), params)).one_or_none()
+            return await self._append_each(task_id, guard, changes, params)
+        merged: dict[str, Any] = {}
+        shapes: list[EventShape] = []
+        stated: list[tuple[Any, Any]] = []  # (status, progress) the values say, per event
+        for index, change in enumerate(changes):
+            merged.update(change.values)
+            at = params["g_now"] if index == len(changes) - 1 else (change.at or utcnow())
+            said = (merged.get("status"), merged.get("progress"))
+            batch = len(changes) > 1
+            shapes.append((batch and said[0] is not None, batch and said[1] is not None))
+            stated.append(said)
+            params.update(
+                {
+                    f"e{index}_id": new_id(),
+                    f"e{index}_kind": change.kind.value,
+                    f"e{index}_at": at,
+                    f"e{index}_step": change.step,
+                    f"e{index}_message": change.message,
+                    f"e{index}_artifact": change.artifact.id if change.artifact else None,
+                    f"e{index}_status": said[0],
+                    f"e{index}_progress": said[1],
+                }
+            )
+        params.update((f"v_{attribute}", value) for attribute, value in merged.items())
+        statement = _guarded_append(
+            tuple(merged), guard.attempt is not None, guard.lease is not None, tuple(shapes)
+        )
+        row = (await self.session.execute(statement, params)).one_or_none()
+        if row is None:
+            return None
+        results = []
+        first = row.last_sequence - len(changes) + 1
+        for index, change in enumerate(changes):
+            if index == len(changes) - 1:
+                state: TaskState = row
+            else:
+                status, progress = stated[index]
+                state = _State(
+                    status if status is not None else row.before_status,
+                    progress if progress is not None else row.before_progress,
+                    row,
+                )
+            record = _record(
+                params[f"e{index}_id"],
+                task_id,
+                first + index,
+                change.kind,
+                params[f"e{index}_at"],
+                state,
+                change.step,
+                change.message,
+                ArtifactRecord.from_row(change.artifact) if change.artifact else None,
+            )
+            self.events.append(record)
+            results.append(Appended(record, bool(row.cancel_requested)))
+        return results
+
+    async def _append_each(
+        self, task_id: str, guard: Guard, changes: Sequence[Change], params: dict[str, Any]
+    ) -> list[Appended] | None:
+        """SQLite: a guarded UPDATE and an INSERT per event, in the caller's transaction."""
+        results = []
+        for change in changes:
+            now = change.at or utcnow()
+            values = {f"v_{attribute}": value for attribute, value in change.values.items()}
+            shape = (tuple(change.values), guard.attempt is not None, guard.lease is not None)
+            statement = _guarded_update(*shape)
+            row = (
+                await self.session.execute(statement, {**params, **values, "g_now": now})
+            ).one_or_none()
             if row is None:
                 return None
+            stored = ArtifactRecord.from_row(change.artifact) if change.artifact else None
             record = _record(
-                new_id(), task_id, row.last_sequence, kind, now, row, step, message, stored
+                new_id(),
+                task_id,
+                row.last_sequence,
+                change.kind,
+                now,
+                row,
+                change.step,
+                change.message,
+                stored,
             )
             await self.session.execute(_INSERT_EVENT, _event_row(record))
-        else:
-            event_id = new_id()
-            params.update(
-                e_id=event_id,
-                e_kind=kind.value,
-                e_step=step,
-                e_message=message,
-                e_artifact=stored.id if stored is not None else None,
-            )
-            row = (await self.session.execute(_guarded_append(*shape), params)).one_or_none()
-            if row is None:
-                return None
-            record = _record(
-                event_id, task_id, row.last_sequence, kind, now, row, step, message, stored
-            )
-        self.events.append(record)
-        return Appended(record, bool(row.cancel_requested))
+            self.events.append(record)
+            results.append(Appended(record, bool(row.cancel_requested)))
+        return results
 
     async def _add_event(
         self,

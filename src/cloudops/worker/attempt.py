@@ -13,7 +13,7 @@ import copy
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -26,7 +26,7 @@ from cloudops.errors import LeaseLost, PermanentStepError, StepError, TaskCancel
 from cloudops.events.records import ArtifactRecord
 from cloudops.handlers.base import Handler, Services, StepContext, TaskView
 from cloudops.integrations.artifacts import StoredObject
-from cloudops.tasks.journal import Guard, Journal, JournalTransaction
+from cloudops.tasks.journal import Appended, Change, Guard, Journal, JournalTransaction
 from cloudops.tasks.steps import StepState, overall_progress, stamp
 from cloudops.worker.faults import injected_fault
 from cloudops.worker.retry import backoff_delay
@@ -50,16 +50,6 @@ class AttemptResult:
     run_after: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class HeldEvent:
-    """An event whose write waits for the attempt's next write (see Attempt._hold)."""
-
-    kind: EventKind
-    step: StepState
-    values: dict[str, Any]
-    at: datetime
-
-
 @dataclass
 class Attempt:
     """Runs one attempt; also the StepSink its steps report to."""
@@ -73,7 +63,7 @@ class Attempt:
     lease: Lease | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     _current: int | None = None
-    _held: list[HeldEvent] = field(default_factory=list)
+    _held: list[Change] = field(default_factory=list)
 
     @property
     def guard(self) -> Guard:
@@ -116,13 +106,15 @@ class Attempt:
             )
             txn.session.add(artifact)
             await txn.session.flush()
-            appended = await txn.append(
-                self.task.id,
-                EventKind.ARTIFACT,
-                self.guard,
-                step=self._step() if self._current is not None else None,
-                message=f"{kind} {stored.path} ({stored.size_bytes} bytes)",
-                artifact=artifact,
+            appended = await self._append(
+                txn,
+                Change(
+                    EventKind.ARTIFACT,
+                    {},
+                    step=self._step() if self._current is not None else None,
+                    message=f"{kind} {stored.path} ({stored.size_bytes} bytes)",
+                    artifact=artifact,
+                ),
             )
             if appended is None:
                 raise LeaseLost(self.task.id)  # rolls the artifact row back too
@@ -181,33 +173,34 @@ class Attempt:
 
     def _hold(self, kind: EventKind, state: StepState) -> None:
         """Keep a step's STEP_COMPLETED for the attempt's next write (the next step's
-        STEP_STARTED or the task's ending), which follows at once: both go in one
-        transaction, one commit less per step, and nobody sees the event later for it.
+        STEP_STARTED or the task's ending), which follows at once: both go in one write
+        (one commit, and on PostgreSQL one statement), and nobody sees the event later.
         The held event keeps its own time, step, progress and steps. A crash before that
         write runs the step again on the next attempt, as a crash just before any write
         would: steps are idempotent."""
         self._held.append(
-            HeldEvent(
+            Change(
                 kind,
-                dict(state),
                 {"steps": copy.deepcopy(self.steps), "progress": overall_progress(self.steps)},
-                utcnow(),
+                step=dict(state),
+                at=utcnow(),
             )
         )
 
     @contextlib.asynccontextmanager
     async def _transaction(self, *, one_append: bool = False) -> AsyncIterator[JournalTransaction]:
-        """A journal transaction that first appends the held events, in order.
-        ``one_append``: the caller only appends one event (see Journal.transaction)."""
-        async with self.journal.transaction(one_append=one_append and not self._held) as txn:
-            for held in self._held:
-                appended = await txn.append(
-                    self.task.id, held.kind, self.guard, held.values, step=held.step, at=held.at
-                )
-                if appended is None:
-                    raise LeaseLost(self.task.id)
+        """A journal transaction for the attempt's next write (made with _append).
+        ``one_append``: the caller makes that write and nothing else (see
+        Journal.transaction)."""
+        async with self.journal.transaction(one_append=one_append) as txn:
             yield txn
         self._held.clear()
+
+    async def _append(self, txn: JournalTransaction, change: Change) -> Appended | None:
+        """The held events, then ``change``, as one write (one statement on PostgreSQL);
+        None when the guard no longer holds."""
+        appended = await txn.append_all(self.task.id, self.guard, [*self._held, change])
+        return appended[-1] if appended is not None else None
 
     async def interrupt(self) -> None:
         """Shutdown came before the attempt finished: back to QUEUED, same attempt."""
@@ -215,37 +208,39 @@ class Attempt:
             self.steps[self._current].update(
                 status=StepStatus.PENDING.value, progress=0.0, startedAt=None, message=None
             )
-        async with self._transaction() as txn:
-            await txn.append(
-                self.task.id,
-                EventKind.RETRY_SCHEDULED,
-                self.guard,
-                {
-                    "status": TaskStatus.QUEUED.value,
-                    "steps": self.steps,
-                    "progress": overall_progress(self.steps),
-                    "run_after": None,
-                },
-                message="worker shut down mid-task; it resumes when a worker starts again",
+        async with self._transaction(one_append=True) as txn:
+            await self._append(
+                txn,
+                Change(
+                    EventKind.RETRY_SCHEDULED,
+                    {
+                        "status": TaskStatus.QUEUED.value,
+                        "steps": self.steps,
+                        "progress": overall_progress(self.steps),
+                        "run_after": None,
+                    },
+                    message="worker shut down mid-task; it resumes when a worker starts again",
+                ),
             )
 
     # -- endings --------------------------------------------------------------------
     async def _complete(self) -> AttemptResult:
         now = utcnow()
         async with self._transaction() as txn:
-            appended = await txn.append(
-                self.task.id,
-                EventKind.COMPLETED,
-                self.guard,
-                {
-                    "status": TaskStatus.COMPLETED.value,
-                    "progress": 1.0,
-                    "steps": self.steps,
-                    "finished_at": now,
-                    "error": None,
-                },
-                message=f"{self.task.type.value.lower()} completed",
-                at=now,
+            appended = await self._append(
+                txn,
+                Change(
+                    EventKind.COMPLETED,
+                    {
+                        "status": TaskStatus.COMPLETED.value,
+                        "progress": 1.0,
+                        "steps": self.steps,
+                        "finished_at": now,
+                        "error": None,
+                    },
+                    message=f"{self.task.type.value.lower()} completed",
+                    at=now,
+                ),
             )
             if appended is None:
                 return AttemptResult(Outcome.LOST)
@@ -260,19 +255,20 @@ class Attempt:
                 state.update(
                     status=StepStatus.SKIPPED.value, finishedAt=stamp(now), message="cancelled"
                 )
-        async with self._transaction() as txn:
-            appended = await txn.append(
-                self.task.id,
-                EventKind.CANCELLED,
-                self.guard,
-                {
-                    "status": TaskStatus.CANCELLED.value,
-                    "steps": self.steps,
-                    "finished_at": now,
-                    "progress": overall_progress(self.steps),
-                },
-                message="cancelled while running",
-                at=now,
+        async with self._transaction(one_append=True) as txn:
+            appended = await self._append(
+                txn,
+                Change(
+                    EventKind.CANCELLED,
+                    {
+                        "status": TaskStatus.CANCELLED.value,
+                        "steps": self.steps,
+                        "finished_at": now,
+                        "progress": overall_progress(self.steps),
+                    },
+                    message="cancelled while running",
+                    at=now,
+                ),
             )
         if appended is None:
             return AttemptResult(Outcome.LOST)
@@ -303,21 +299,22 @@ class Attempt:
         if retryable and self.task.attempt < self.task.max_attempts:
             delay = backoff_delay(self.handler.retry, self.retry_base_delay, self.task.attempt)
             run_after = now + timedelta(seconds=delay)
-            async with self._transaction() as txn:
-                appended = await txn.append(
-                    self.task.id,
-                    EventKind.RETRY_SCHEDULED,
-                    self.guard,
-                    {
-                        "status": TaskStatus.QUEUED.value,
-                        "attempt": self.task.attempt + 1,
-                        "run_after": run_after,
-                        "error": where,
-                        "steps": self.steps,
-                    },
-                    message=f"{where}; attempt {self.task.attempt + 1} of "
-                    f"{self.task.max_attempts} in {delay:.1f}s",
-                    at=now,
+            async with self._transaction(one_append=True) as txn:
+                appended = await self._append(
+                    txn,
+                    Change(
+                        EventKind.RETRY_SCHEDULED,
+                        {
+                            "status": TaskStatus.QUEUED.value,
+                            "attempt": self.task.attempt + 1,
+                            "run_after": run_after,
+                            "error": where,
+                            "steps": self.steps,
+                        },
+                        message=f"{where}; attempt {self.task.attempt + 1} of "
+                        f"{self.task.max_attempts} in {delay:.1f}s",
+                        at=now,
+                    ),
                 )
             if appended is None:
                 return AttemptResult(Outcome.LOST)
@@ -326,20 +323,21 @@ class Attempt:
                 extra={"action": "task_retry_scheduled", "task_id": self.task.id, "delay": delay},
             )
             return AttemptResult(Outcome.RETRY, run_after)
-        async with self._transaction() as txn:
-            appended = await txn.append(
-                self.task.id,
-                EventKind.FAILED,
-                self.guard,
-                {
-                    "status": TaskStatus.FAILED.value,
-                    "dead_lettered": True,
-                    "error": where,
-                    "finished_at": now,
-                    "steps": self.steps,
-                },
-                message=f"{where}; dead-lettered after attempt {self.task.attempt}",
-                at=now,
+        async with self._transaction(one_append=True) as txn:
+            appended = await self._append(
+                txn,
+                Change(
+                    EventKind.FAILED,
+                    {
+                        "status": TaskStatus.FAILED.value,
+                        "dead_lettered": True,
+                        "error": where,
+                        "finished_at": now,
+                        "steps": self.steps,
+                    },
+                    message=f"{where}; dead-lettered after attempt {self.task.attempt}",
+                    at=now,
+                ),
             )
         if appended is None:
             return AttemptResult(Outcome.LOST)
@@ -363,13 +361,8 @@ class Attempt:
         if progress:
             values["progress"] = overall_progress(self.steps)
         async with self._transaction(one_append=True) as txn:
-            appended = await txn.append(
-                self.task.id,
-                kind,
-                self.guard,
-                values,
-                step=dict(step) if step else None,
-                message=message,
+            appended = await self._append(
+                txn, Change(kind, values, step=dict(step) if step else None, message=message)
             )
         if appended is None:
             raise LeaseLost(self.task.id)
