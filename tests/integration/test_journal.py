@@ -131,3 +131,24 @@ async def test_a_batch_whose_guard_fails_writes_nothing(runtime_factory: Any) ->
     async with runtime.journal.transaction() as txn:
         assert await txn.append_all(task.id, Guard({TaskStatus.RUNNING}), changes) is None
     assert [e.sequence for e in await events_of(runtime, task.id)] == [1]
+
+
+async def test_a_batch_guard_is_checked_before_its_first_event_only(
+    runtime_factory: Any,
+) -> None:
+    """The worker writes STARTED (under a QUEUED guard) with the first STEP_STARTED: the
+    later events follow from the first, which made the task RUNNING."""
+    runtime, task = await queued_task(runtime_factory)
+    changes = [
+        Change(EventKind.STARTED, {"status": TaskStatus.RUNNING.value}),
+        Change(EventKind.STEP_STARTED, {"progress": 0.0}, step={"name": "validate"}),
+    ]
+    async with runtime.journal.transaction(one_append=True) as txn:
+        appended = await txn.append_all(task.id, Guard({TaskStatus.QUEUED}, 1), changes)
+    assert appended is not None
+    stored = await events_of(runtime, task.id)
+    assert [(e.sequence, e.kind, e.status) for e in stored] == [
+        (1, EventKind.QUEUED, TaskStatus.QUEUED),
+        (2, EventKind.STARTED, TaskStatus.RUNNING),
+        (3, EventKind.STEP_STARTED, TaskStatus.RUNNING),
+    ]

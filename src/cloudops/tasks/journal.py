@@ -388,6 +388,11 @@ class JournalTransaction:
             await self.session.execute(_INSERT_EVENT, _event_row(record))
             self.events.append(record)
             results.append(Appended(record, bool(row.cancel_requested)))
+            # The next event's guard follows from this one (STARTED makes the task RUNNING).
+            if "status" in change.values:
+                params["g_statuses"] = [change.values["status"]]
+            if "attempt" in change.values and guard.attempt is not None:
+                params["g_attempt"] = change.values["attempt"]
         return results
 
     async def _add_event(

@@ -62,11 +62,25 @@ class Attempt:
     retry_base_delay: float
     lease: Lease | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    #: STARTED and the guard it is written under (QUEUED, this attempt, the lease). It is
+    #: held like a finished step's event: written with the attempt's first write (the
+    #: first STEP_STARTED, before any step runs), one write less per task.
+    start: Change | None = None
+    start_guard: Guard | None = None
     _current: int | None = None
     _held: list[Change] = field(default_factory=list)
+    _starting: bool = False
+    _wrote: bool = False
+
+    def __post_init__(self) -> None:
+        if self.start is not None:
+            self._held.append(self.start)
+            self._starting = True
 
     @property
     def guard(self) -> Guard:
+        if self._starting and self.start_guard is not None:
+            return self.start_guard
         return Guard({TaskStatus.RUNNING}, self.task.attempt, self.lease)
 
     # -- StepSink -------------------------------------------------------------------
@@ -122,6 +136,13 @@ class Attempt:
 
     # -- the attempt ---------------------------------------------------------------
     async def run(self) -> AttemptResult:
+        result = await self._run()
+        if result.outcome == Outcome.LOST and self._starting:
+            # STARTED never committed: cancelled (or moved) between receive and start.
+            return AttemptResult(Outcome.SKIPPED)
+        return result
+
+    async def _run(self) -> AttemptResult:
         plan = list(self.handler.plan(self.task.input))
         try:
             for index, step in enumerate(plan):
@@ -192,18 +213,32 @@ class Attempt:
         """A journal transaction for the attempt's next write (made with _append).
         ``one_append``: the caller makes that write and nothing else (see
         Journal.transaction)."""
+        self._wrote = False
         async with self.journal.transaction(one_append=one_append) as txn:
             yield txn
         self._held.clear()
+        if self._wrote and self._starting:
+            self._starting = False
+            log.info(
+                "task started",
+                extra={
+                    "action": "task_started",
+                    "task_id": self.task.id,
+                    "attempt": self.task.attempt,
+                },
+            )
 
     async def _append(self, txn: JournalTransaction, change: Change) -> Appended | None:
         """The held events, then ``change``, as one write (one statement on PostgreSQL);
         None when the guard no longer holds."""
         appended = await txn.append_all(self.task.id, self.guard, [*self._held, change])
+        self._wrote = appended is not None
         return appended[-1] if appended is not None else None
 
     async def interrupt(self) -> None:
         """Shutdown came before the attempt finished: back to QUEUED, same attempt."""
+        if self._starting:
+            return  # nothing written yet: the task is still QUEUED
         if self._current is not None:
             self.steps[self._current].update(
                 status=StepStatus.PENDING.value, progress=0.0, startedAt=None, message=None

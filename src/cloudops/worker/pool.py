@@ -19,7 +19,7 @@ from cloudops.db.types import utcnow
 from cloudops.domain import EventKind, TaskStatus
 from cloudops.handlers.base import Services
 from cloudops.handlers.registry import HandlerRegistry
-from cloudops.tasks.journal import Guard, Journal
+from cloudops.tasks.journal import Change, Guard, Journal
 from cloudops.worker.attempt import Attempt, AttemptResult, Outcome, task_view
 from cloudops.worker.recovery import requeue_orphan
 
@@ -171,6 +171,7 @@ class Worker:
             # Its retry backoff has not run out: a claim can see the head as it was just
             # before another worker's failed attempt. Back to the bus until then.
             return AttemptResult(Outcome.RETRY, task.run_after)
+        now = utcnow()
         attempt = Attempt(
             journal=self.journal,
             handler=self.registry.get(task.type),
@@ -179,16 +180,8 @@ class Worker:
             steps=[dict(s) for s in task.steps],
             retry_base_delay=self.retry_base_delay,
             lease=delivery.lease,
-        )
-        # Registered before STARTED commits, so a shutdown at any point after the commit
-        # finds the attempt and interrupts it (before the commit its guard simply fails).
-        self._attempts[task_id] = attempt
-        now = utcnow()
-        async with self.journal.transaction(one_append=True) as txn:
-            started = await txn.append(
-                task_id,
+            start=Change(
                 EventKind.STARTED,
-                Guard({TaskStatus.QUEUED}, task.attempt, delivery.lease),
                 {
                     "status": TaskStatus.RUNNING.value,
                     "run_after": None,
@@ -196,13 +189,13 @@ class Worker:
                 },
                 message=f"attempt {task.attempt} of {task.max_attempts}",
                 at=now,
-            )
-        if started is None:  # cancelled (or moved) between receive and start
-            return AttemptResult(Outcome.SKIPPED)
-        log.info(
-            "task started",
-            extra={"action": "task_started", "task_id": task_id, "attempt": task.attempt},
+            ),
+            start_guard=Guard({TaskStatus.QUEUED}, task.attempt, delivery.lease),
         )
+        # Registered before STARTED commits (with the attempt's first write), so a shutdown
+        # at any point after the commit finds the attempt and interrupts it (before the
+        # commit its guard simply fails, and an interrupt has nothing to undo).
+        self._attempts[task_id] = attempt
         heartbeat = asyncio.create_task(self._heartbeat(delivery, attempt))
         try:
             return await attempt.run()
