@@ -84,7 +84,7 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> None:
-        runtime = Runtime.build(settings, run_worker=True)
+        runtime = Runtime.build(settings, run_worker=True, serves_subscribers=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -47,12 +47,17 @@ class Runtime:
     _started: bool = field(default=False, init=False)
 
     @classmethod
-    def build(cls, settings: Settings, *, run_worker: bool = True) -> Runtime:
+    def build(
+        cls, settings: Settings, *, run_worker: bool = True, serves_subscribers: bool = True
+    ) -> Runtime:
+        """``serves_subscribers=False``: a process without the API (``cloudops worker``)
+        publishes events but never receives them."""
         db = Database(settings.database_url, pool_size=settings.db_pool_size)
         hub = EventHub(
             lambda: create_broadcast(settings.broadcast_url),
             buffer_size=settings.subscriber_buffer,
             heartbeat_interval=settings.broadcast_heartbeat,
+            serves_subscribers=serves_subscribers,
         )
         bus: SessionBus
         if settings.bus is BusKind.POSTGRES:

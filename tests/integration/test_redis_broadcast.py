@@ -70,6 +70,45 @@ async def test_an_event_published_in_one_process_reaches_another(redis_server: R
         await listener.stop()
 
 
+async def test_a_publish_only_hub_reaches_subscribers_and_stays_connected(
+    redis_server: RedisServer,
+) -> None:
+    """``cloudops worker`` publishes but never serves subscribers: its hub checks the
+    connection on a channel of its own instead of receiving every event, and still
+    notices when Redis goes away."""
+    publisher = EventHub(
+        lambda: create_broadcast(redis_server.url),
+        heartbeat_interval=0.2,
+        connect_timeout=2,
+        serves_subscribers=False,
+    )
+    listener = hub_on(redis_server.url)
+    await publisher.start()
+    await listener.start()
+    try:
+        with pytest.raises(RuntimeError, match="only publishes"):
+            async with publisher.subscribe(lambda e: True):
+                pass
+        async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
+            for n in range(1, 6):
+                await publisher.publish(event(n))
+                await asyncio.sleep(0.3)  # across heartbeats: its own are answered
+            received = []
+            async with asyncio.timeout(5):
+                async for got in sub:
+                    received.append(got.sequence)
+                    if len(received) == 5:
+                        break
+        assert received == [1, 2, 3, 4, 5] and publisher.connected
+        redis_server.stop()
+        async with asyncio.timeout(10):
+            while publisher.connected:  # noqa: ASYNC110 (the hub has no "lost" event to wait on)
+                await asyncio.sleep(0.05)
+    finally:
+        await publisher.stop()
+        await listener.stop()
+
+
 async def test_concurrent_publishes_all_arrive_in_the_order_they_were_made(
     redis_server: RedisServer,
 ) -> None:

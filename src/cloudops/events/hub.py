@@ -145,8 +145,16 @@ class EventHub:
         buffer_size: int = 1000,
         heartbeat_interval: float = 1.0,
         connect_timeout: float = 5.0,
+        serves_subscribers: bool = True,
     ) -> None:
         self._factory = broadcast_factory
+        # A process that never serves subscribers (``cloudops worker``) only publishes: it
+        # listens on a channel of its own, for its heartbeats alone, instead of receiving
+        # every event of every process just to drop it.
+        self.serves_subscribers = serves_subscribers
+        self._listen_channel = (
+            CHANNEL if serves_subscribers else f"{CHANNEL}.liveness.{uuid.uuid4().hex}"
+        )
         self._buffer_size = buffer_size
         self._heartbeat_interval = heartbeat_interval
         self._connect_timeout = connect_timeout
@@ -195,15 +203,17 @@ class EventHub:
     async def publish(self, event: EventRecord) -> None:
         await self._publish_text(event.to_json())
 
-    async def _publish_text(self, text: str) -> None:
+    async def _publish_text(self, text: str, channel: str = CHANNEL) -> None:
         broadcast = self._current
         if broadcast is None or not self.connected:
             raise BroadcastUnavailable(f"{self.backend_name} broadcast is disconnected")
         async with asyncio.timeout(max(self._heartbeat_interval, 1.0) * 2):
-            await broadcast.publish(CHANNEL, text)
+            await broadcast.publish(channel, text)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, matches: EventFilter) -> AsyncIterator[Subscription]:
+        if not self.serves_subscribers:
+            raise RuntimeError("this event hub only publishes (serves_subscribers=False)")
         sub = Subscription(matches, self._buffer_size)
         if not self.connected:
             # Handed out already ended: a replay from the database still works, and the
@@ -229,7 +239,7 @@ class EventHub:
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     await broadcast.connect()
-                    listening = broadcast.listen(CHANNEL)
+                    listening = broadcast.listen(self._listen_channel)
                     messages = await listening.__aenter__()
                 self._current = broadcast
                 self._connected.set()
@@ -317,7 +327,7 @@ class EventHub:
                 await asyncio.sleep(self._heartbeat_interval)
                 if unanswered >= 3:
                     raise ConnectionError("heartbeat not echoed by the broadcast backend")
-                await self._publish_text(token)
+                await self._publish_text(token, self._listen_channel)
                 unanswered += 1
 
         tasks = {asyncio.create_task(work()) for work in (read, fan_out, beat)}
