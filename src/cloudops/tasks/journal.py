@@ -1,8 +1,10 @@
 """The journal: the one place that changes a task and appends its event.
 
-Each change is a single ``UPDATE tasks ... WHERE <guard> RETURNING`` that bumps
+Each event is a guarded ``UPDATE tasks ... WHERE <guard> RETURNING`` that bumps
 ``last_sequence``, followed by the insert of the event with that sequence, in one
-transaction (on PostgreSQL both are one statement, a data-modifying CTE). The guard
+transaction. On PostgreSQL a write is one statement (a data-modifying CTE), also when it
+appends several events of one task (an attempt's held events go with its next one): one
+UPDATE moves ``last_sequence`` by their number and each is inserted with its own. The guard
 (expected statuses, attempt) is how concurrent writers are fenced: zero rows updated means
 somebody else moved the task and the caller must not write.
 Events are published through the hub only after the transaction has committed, so the
