@@ -92,8 +92,14 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; it never writes, so it never waits for the writer."""
+        async with self._session(self._read_engine) as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def _session(self, engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+        """A session with no transaction of ours around it."""
         try:
-            async with AsyncSession(self._read_engine, expire_on_commit=False) as session:
+            async with AsyncSession(engine, expire_on_commit=False) as session:
                 yield session
         except DBAPIError as exc:
             _raise_if_unavailable(exc)
@@ -119,12 +125,8 @@ class Database:
         ``one_statement``: the caller sends a single statement, which on PostgreSQL then
         runs on its own, with no BEGIN or COMMIT round trip (it is atomic by itself)."""
         if one_statement and self._autocommit_engine is not None:
-            try:
-                async with AsyncSession(self._autocommit_engine, expire_on_commit=False) as one:
-                    yield one
-            except DBAPIError as exc:
-                _raise_if_unavailable(exc)
-                raise
+            async with self._session(self._autocommit_engine) as one:
+                yield one
             return
         lock = self._write_lock or contextlib.nullcontext()
         try:

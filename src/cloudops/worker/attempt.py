@@ -235,6 +235,11 @@ class Attempt:
         self._wrote = appended is not None
         return appended[-1] if appended is not None else None
 
+    async def _commit(self, change: Change) -> Appended | None:
+        """The held events and ``change`` as a write of their own (see _append)."""
+        async with self._transaction(one_append=True) as txn:
+            return await self._append(txn, change)
+
     async def interrupt(self) -> None:
         """Shutdown came before the attempt finished: back to QUEUED, same attempt."""
         if self._starting:
@@ -243,20 +248,18 @@ class Attempt:
             self.steps[self._current].update(
                 status=StepStatus.PENDING.value, progress=0.0, startedAt=None, message=None
             )
-        async with self._transaction(one_append=True) as txn:
-            await self._append(
-                txn,
-                Change(
-                    EventKind.RETRY_SCHEDULED,
-                    {
-                        "status": TaskStatus.QUEUED.value,
-                        "steps": self.steps,
-                        "progress": overall_progress(self.steps),
-                        "run_after": None,
-                    },
-                    message="worker shut down mid-task; it resumes when a worker starts again",
-                ),
-            )
+        await self._commit(
+            Change(
+                EventKind.RETRY_SCHEDULED,
+                {
+                    "status": TaskStatus.QUEUED.value,
+                    "steps": self.steps,
+                    "progress": overall_progress(self.steps),
+                    "run_after": None,
+                },
+                message="worker shut down mid-task; it resumes when a worker starts again",
+            ),
+        )
 
     # -- endings --------------------------------------------------------------------
     async def _complete(self) -> AttemptResult:
@@ -290,21 +293,19 @@ class Attempt:
                 state.update(
                     status=StepStatus.SKIPPED.value, finishedAt=stamp(now), message="cancelled"
                 )
-        async with self._transaction(one_append=True) as txn:
-            appended = await self._append(
-                txn,
-                Change(
-                    EventKind.CANCELLED,
-                    {
-                        "status": TaskStatus.CANCELLED.value,
-                        "steps": self.steps,
-                        "finished_at": now,
-                        "progress": overall_progress(self.steps),
-                    },
-                    message="cancelled while running",
-                    at=now,
-                ),
-            )
+        appended = await self._commit(
+            Change(
+                EventKind.CANCELLED,
+                {
+                    "status": TaskStatus.CANCELLED.value,
+                    "steps": self.steps,
+                    "finished_at": now,
+                    "progress": overall_progress(self.steps),
+                },
+                message="cancelled while running",
+                at=now,
+            ),
+        )
         if appended is None:
             return AttemptResult(Outcome.LOST)
         log.info("task cancelled", extra={"action": "task_cancelled", "task_id": self.task.id})
@@ -334,23 +335,21 @@ class Attempt:
         if retryable and self.task.attempt < self.task.max_attempts:
             delay = backoff_delay(self.handler.retry, self.retry_base_delay, self.task.attempt)
             run_after = now + timedelta(seconds=delay)
-            async with self._transaction(one_append=True) as txn:
-                appended = await self._append(
-                    txn,
-                    Change(
-                        EventKind.RETRY_SCHEDULED,
-                        {
-                            "status": TaskStatus.QUEUED.value,
-                            "attempt": self.task.attempt + 1,
-                            "run_after": run_after,
-                            "error": where,
-                            "steps": self.steps,
-                        },
-                        message=f"{where}; attempt {self.task.attempt + 1} of "
-                        f"{self.task.max_attempts} in {delay:.1f}s",
-                        at=now,
-                    ),
-                )
+            appended = await self._commit(
+                Change(
+                    EventKind.RETRY_SCHEDULED,
+                    {
+                        "status": TaskStatus.QUEUED.value,
+                        "attempt": self.task.attempt + 1,
+                        "run_after": run_after,
+                        "error": where,
+                        "steps": self.steps,
+                    },
+                    message=f"{where}; attempt {self.task.attempt + 1} of "
+                    f"{self.task.max_attempts} in {delay:.1f}s",
+                    at=now,
+                ),
+            )
             if appended is None:
                 return AttemptResult(Outcome.LOST)
             log.info(
@@ -358,22 +357,20 @@ class Attempt:
                 extra={"action": "task_retry_scheduled", "task_id": self.task.id, "delay": delay},
             )
             return AttemptResult(Outcome.RETRY, run_after)
-        async with self._transaction(one_append=True) as txn:
-            appended = await self._append(
-                txn,
-                Change(
-                    EventKind.FAILED,
-                    {
-                        "status": TaskStatus.FAILED.value,
-                        "dead_lettered": True,
-                        "error": where,
-                        "finished_at": now,
-                        "steps": self.steps,
-                    },
-                    message=f"{where}; dead-lettered after attempt {self.task.attempt}",
-                    at=now,
-                ),
-            )
+        appended = await self._commit(
+            Change(
+                EventKind.FAILED,
+                {
+                    "status": TaskStatus.FAILED.value,
+                    "dead_lettered": True,
+                    "error": where,
+                    "finished_at": now,
+                    "steps": self.steps,
+                },
+                message=f"{where}; dead-lettered after attempt {self.task.attempt}",
+                at=now,
+            ),
+        )
         if appended is None:
             return AttemptResult(Outcome.LOST)
         log.info("task failed", extra={"action": "task_dead_lettered", "task_id": self.task.id})
@@ -395,10 +392,9 @@ class Attempt:
         values: dict[str, Any] = {"steps": self.steps}
         if progress:
             values["progress"] = overall_progress(self.steps)
-        async with self._transaction(one_append=True) as txn:
-            appended = await self._append(
-                txn, Change(kind, values, step=dict(step) if step else None, message=message)
-            )
+        appended = await self._commit(
+            Change(kind, values, step=dict(step) if step else None, message=message)
+        )
         if appended is None:
             raise LeaseLost(self.task.id)
         if appended.cancel_requested:
