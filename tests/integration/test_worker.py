@@ -166,7 +166,11 @@ async def test_retry_task_goes_to_the_back_with_a_fresh_plan(runtime: Runtime) -
     assert task.status == TaskStatus.FAILED
     again = await runtime.tasks.retry(task.id)
     assert again.ok
-    not_retryable = await runtime.tasks.retry(doomed.value.id)
+    fine = await runtime.tasks.deploy(inputs.Deploy(env.id, "good"))
+    assert fine.value is not None
+    [done] = await wait_final(runtime, [fine.value.id])
+    assert done.status == TaskStatus.COMPLETED
+    not_retryable = await runtime.tasks.retry(done.id)
     assert [e.code for e in not_retryable.user_errors] == ["NOT_RETRYABLE"]
 
 

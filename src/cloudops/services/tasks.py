@@ -418,8 +418,6 @@ class TaskService:
                 },
                 message="queued again by retryTask (attempt 1, fresh plan)",
             )
-            if requeued is not None:
-                messages.append(TaskMessage(task.id, task.entity_id, queue_seq))
             if requeued is None:
                 return Result.refused(
                     UserError(
@@ -428,7 +426,11 @@ class TaskService:
                         ErrorCode.NOT_RETRYABLE,
                     )
                 )
-        return Result(await self.get(task.id, org))
+            messages.append(TaskMessage(task.id, task.entity_id, queue_seq))
+            # The task as this retry left it: read after commit, a worker may already
+            # have started it and the caller would not see its own QUEUED.
+            queued = await txn.session.get(Task, task.id, populate_existing=True)
+        return Result(queued)
 
     async def get(self, task_id: str, org: str = DEFAULT_ORGANIZATION_ID) -> Task | None:
         async with self.db.read() as session:
