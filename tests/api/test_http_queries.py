@@ -429,6 +429,25 @@ async def test_task_by_id_has_steps_artifacts_project_and_environment(server: Li
     assert (row.sha256, row.size_bytes) == (artifact["sha256"], artifact["sizeBytes"])
 
 
+ALIASED = gql("""query($id: ID!) { task(id: $id) {
+  a: project { id } b: project { name } c: environment { id } d: environment { name }
+  e: artifacts { kind } f: artifacts { id } g: queuePosition h: queuePosition
+} }""")
+
+
+async def test_a_relation_selected_twice_answers_both_selections(server: LiveServer) -> None:
+    """A single task's relations are read on demand; two aliases of one field share it."""
+    project_id, env_id = await project_and_environment(server)
+    task_id = await deploy(server, env_id, "3.2")
+    await wait_final(server.runtime, [task_id])
+    async with server.client() as session:
+        task = (await session.execute(op(ALIASED, id=task_id)))["task"]
+    assert task["a"] == {"id": project_id} and task["b"] == {"name": "shop"}
+    assert task["c"] == {"id": env_id} and task["d"] == {"name": "prod"}
+    assert [a["kind"] for a in task["e"]] == ["deployment_plan"] and len(task["f"]) == 1
+    assert task["g"] is None and task["h"] is None
+
+
 async def test_failed_task_reports_error_attempts_and_failed_step(server: LiveServer) -> None:
     _, env_id = await project_and_environment(server)
     task_id = await deploy(server, env_id, "9.9", metadata=ALWAYS_FAIL_APPLY)

@@ -158,7 +158,10 @@ async def task_connection(
         )
         related = await TaskRelations.read(session, page.rows, _node_fields(info))
     edges = [
-        TaskEdge(cursor=encode_cursor(r.created_at, r.id), node=Task.from_row(r, related))
+        TaskEdge(
+            cursor=encode_cursor(r.created_at, r.id),
+            node=Task.from_row(r, info.context.loaders, related),
+        )
         for r in page.rows
     ]
     return TaskConnection(

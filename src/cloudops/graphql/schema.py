@@ -134,7 +134,7 @@ class Query:
     @strawberry.field(permission_classes=[CanView])
     async def task(self, info: Info, id: strawberry.ID) -> Task | None:
         row = await load_task(info, str(id))
-        return Task.from_row(row) if row else None
+        return Task.from_row(row, info.context.loaders) if row else None
 
     @strawberry.field(permission_classes=[CanView])
     async def artifact(self, info: Info, id: strawberry.ID) -> Artifact | None:
@@ -158,9 +158,11 @@ def _header_key(info: Info) -> str | None:
     return key if len(running) == 1 else None
 
 
-def _task_payload(result: Result[models.Task]) -> TaskPayload:
+def _task_payload(info: Info, result: Result[models.Task]) -> TaskPayload:
     return TaskPayload(
-        task=Task.from_row(result.value) if result.value is not None else None,
+        task=Task.from_row(result.value, info.context.loaders)
+        if result.value is not None
+        else None,
         user_errors=UserError.of(result.user_errors),
         deduplicated=result.deduplicated,
     )
@@ -198,7 +200,7 @@ class Mutation:
             str(input.environment_id), input.version, input.image, input.options(_header_key(info))
         )
         return _task_payload(
-            await info.context.runtime.tasks.deploy(data, info.context.viewer.organization_id)
+            info, await info.context.runtime.tasks.deploy(data, info.context.viewer.organization_id)
         )
 
     @strawberry.mutation(permission_classes=OPERATE)
@@ -207,9 +209,10 @@ class Mutation:
             input.engine.value, input.instance_id, input.options(_header_key(info))
         )
         return _task_payload(
+            info,
             await info.context.runtime.tasks.backup_database(
                 data, info.context.viewer.organization_id
-            )
+            ),
         )
 
     @strawberry.mutation(permission_classes=OPERATE)
@@ -221,18 +224,20 @@ class Mutation:
             input.options(_header_key(info)),
         )
         return _task_payload(
+            info,
             await info.context.runtime.tasks.restore_database(
                 data, info.context.viewer.organization_id
-            )
+            ),
         )
 
     @strawberry.mutation(permission_classes=OPERATE)
     async def restart_workload(self, info: Info, input: RestartWorkloadInput) -> TaskPayload:
         data = svc.RestartWorkload(input.namespace, input.name, input.options(_header_key(info)))
         return _task_payload(
+            info,
             await info.context.runtime.tasks.restart_workload(
                 data, info.context.viewer.organization_id
-            )
+            ),
         )
 
     @strawberry.mutation(permission_classes=OPERATE)
@@ -241,9 +246,10 @@ class Mutation:
             str(input.project_id), input.name, input.ttl_minutes, input.options(_header_key(info))
         )
         return _task_payload(
+            info,
             await info.context.runtime.tasks.create_sandbox(
                 data, info.context.viewer.organization_id
-            )
+            ),
         )
 
     @strawberry.mutation(
@@ -255,7 +261,8 @@ class Mutation:
     )
     async def cancel_task(self, info: Info, id: strawberry.ID) -> TaskPayload:
         return _task_payload(
-            await info.context.runtime.tasks.cancel(str(id), info.context.viewer.organization_id)
+            info,
+            await info.context.runtime.tasks.cancel(str(id), info.context.viewer.organization_id),
         )
 
     @strawberry.mutation(
@@ -267,7 +274,8 @@ class Mutation:
     )
     async def retry_task(self, info: Info, id: strawberry.ID) -> TaskPayload:
         return _task_payload(
-            await info.context.runtime.tasks.retry(str(id), info.context.viewer.organization_id)
+            info,
+            await info.context.runtime.tasks.retry(str(id), info.context.viewer.organization_id),
         )
 
 
