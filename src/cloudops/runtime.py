@@ -24,6 +24,7 @@ from cloudops.services.projects import ProjectService
 from cloudops.services.tasks import TaskService
 from cloudops.settings import BusKind, Settings
 from cloudops.tasks.journal import Journal
+from cloudops.worker.notices import TaskNotices, build_notifiers
 from cloudops.worker.pool import Worker
 from cloudops.worker.recovery import republish_queued, requeue_orphans
 
@@ -43,6 +44,7 @@ class Runtime:
     projects: ProjectService
     run_worker: bool = True
     worker: Worker | None = None
+    notices: TaskNotices | None = None
     reaper: SandboxReaper | None = None
     _started: bool = field(default=False, init=False)
 
@@ -76,7 +78,9 @@ class Runtime:
             step_delay=settings.step_delay,
         )
         worker = None
+        notices = None
         if run_worker:
+            notices = TaskNotices(db, build_notifiers(settings))
             worker = Worker(
                 bus=bus,
                 journal=journal,
@@ -85,6 +89,7 @@ class Runtime:
                 concurrency=settings.worker_concurrency,
                 retry_base_delay=settings.retry_base_delay,
                 heartbeat_interval=settings.lease_seconds / 3,
+                notices=notices,
             )
         tasks = TaskService(
             journal=journal,
@@ -104,6 +109,7 @@ class Runtime:
             projects=ProjectService(db),
             run_worker=run_worker,
             worker=worker,
+            notices=notices,
             reaper=SandboxReaper(tasks, settings.reaper_interval),
         )
 
@@ -142,6 +148,8 @@ class Runtime:
             await self.reaper.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace)
+        if self.notices is not None:
+            await self.notices.close(self.settings.shutdown_grace)
         await self.bus.close()
         await self.hub.stop()
         await self.db.dispose()

@@ -25,6 +25,11 @@ class AuthMode(StrEnum):
     OIDC = "oidc"
 
 
+class NotificationMode(StrEnum):
+    LOG = "log"
+    DELIVER = "deliver"
+
+
 class SettingsError(Exception):
     """A setting has a bad value; the message is one line for the operator."""
 
@@ -78,6 +83,13 @@ class Settings(BaseSettings):
     max_query_depth: Annotated[int, Field(ge=2, le=100)] = 12
     max_aliases: Annotated[int, Field(ge=1, le=1000)] = 30
     max_tokens: Annotated[int, Field(ge=100, le=100_000)] = 5000
+    #: When a task of a project with a Teams webhook or e-mail recipients ends: ``log``
+    #: prints the notice (the embedded default), ``deliver`` sends it.
+    notifications: NotificationMode = NotificationMode.LOG
+    #: SMTP server for e-mail notices in deliver mode: smtp://[user[:password]@]host[:port]
+    #: (STARTTLS when offered) or smtps://... (TLS, port 465 by default).
+    smtp_url: str | None = None
+    smtp_from: str = "cloudops@localhost"
 
     @field_validator("database_url")
     @classmethod
@@ -91,6 +103,15 @@ class Settings(BaseSettings):
     def _known_broadcast(cls, value: str) -> str:
         if not value.startswith(("memory://", "redis://", "rediss://", "postgres://")):
             raise ValueError("must start with memory://, redis:// or postgres://")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_server(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cloudops.integrations.notifier import SmtpServer
+
+            SmtpServer.parse(value)
         return value
 
     @field_validator("log_level")

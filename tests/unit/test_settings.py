@@ -18,6 +18,8 @@ from cloudops.settings import SettingsError, load_settings
         ("CLOUDOPS_DATABASE_URL", "mysql://x"),
         ("CLOUDOPS_BROADCAST_URL", "kafka://x"),
         ("CLOUDOPS_LOG_LEVEL", "LOUD"),
+        ("CLOUDOPS_NOTIFICATIONS", "pager"),
+        ("CLOUDOPS_SMTP_URL", "mail.example.com:25"),
     ],
 )
 def test_bad_value_names_the_variable(

@@ -21,9 +21,14 @@ from cloudops.handlers.base import Services
 from cloudops.handlers.registry import HandlerRegistry
 from cloudops.tasks.journal import Change, Guard, Journal
 from cloudops.worker.attempt import Attempt, AttemptResult, Outcome, task_view
+from cloudops.worker.notices import TaskNotices
 from cloudops.worker.recovery import requeue_orphan
 
 log = logging.getLogger(__name__)
+
+
+#: Outcomes after which the task is final, so its project hears of it.
+_ENDINGS = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED})
 
 
 class Worker:
@@ -37,6 +42,7 @@ class Worker:
         concurrency: int,
         retry_base_delay: float,
         heartbeat_interval: float = 10.0,
+        notices: TaskNotices | None = None,
     ) -> None:
         self.bus = bus
         self.journal = journal
@@ -45,6 +51,7 @@ class Worker:
         self.concurrency = concurrency
         self.retry_base_delay = retry_base_delay
         self.heartbeat_interval = heartbeat_interval
+        self.notices = notices
         self._slots = asyncio.Semaphore(concurrency)
         self._loop_task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
@@ -114,6 +121,7 @@ class Worker:
 
     async def _handle(self, delivery: Delivery) -> None:
         task_id = delivery.message.task_id
+        project_id: str | None = None
         try:
             result = await self._run(delivery)
         except asyncio.CancelledError:
@@ -133,7 +141,9 @@ class Worker:
                 await self.bus.release(delivery)
             return
         finally:
-            self._attempts.pop(task_id, None)
+            ran = self._attempts.pop(task_id, None)
+            if ran is not None:
+                project_id = ran.task.project_id
         try:
             if result.outcome == Outcome.RETRY:
                 await self.bus.defer(delivery, result.run_after)
@@ -148,6 +158,9 @@ class Worker:
                 exc_info=True,
                 extra={"action": "bus_release_failed", "task_id": task_id},
             )
+        if self.notices is not None and project_id is not None and result.outcome in _ENDINGS:
+            # Only a project has somewhere to send a notice.
+            self.notices.task_ended(task_id)
 
     async def _run(self, delivery: Delivery) -> AttemptResult:
         task_id = delivery.message.task_id
