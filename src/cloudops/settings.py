@@ -28,6 +28,7 @@ class AuthMode(StrEnum):
 class NotificationMode(StrEnum):
     LOG = "log"
     DELIVER = "deliver"
+    OFF = "off"
 
 
 class SettingsError(Exception):
@@ -84,7 +85,7 @@ class Settings(BaseSettings):
     max_aliases: Annotated[int, Field(ge=1, le=1000)] = 30
     max_tokens: Annotated[int, Field(ge=100, le=100_000)] = 5000
     #: When a task of a project with a Teams webhook or e-mail recipients ends: ``log``
-    #: prints the notice (the embedded default), ``deliver`` sends it.
+    #: prints the notice (the embedded default), ``deliver`` sends it, ``off`` neither.
     notifications: NotificationMode = NotificationMode.LOG
     #: SMTP server for e-mail notices in deliver mode: smtp://[user[:password]@]host[:port]
     #: (STARTTLS when offered) or smtps://... (TLS, port 465 by default).

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from graphql import build_schema, find_breaking_changes, find_dangerous_changes
 from sqlalchemy import event
 from strawberry.printer import print_schema
@@ -55,6 +57,14 @@ query { tasks(first: 50) { totalCount edges { node {
   id status steps { name status } project { id name } environment { id name currentVersion }
   artifacts { id path sha256 } queuePosition } } } }
 """
+
+
+@pytest.fixture
+async def server(server_factory: Callable[..., Any]) -> LiveServer:
+    """These tests count one request's database work; a task's notice, read in the
+    background after the task ends, would be counted with it."""
+    live: LiveServer = await server_factory(notifications="off")
+    return live
 
 
 async def count_engine_events(live: LiveServer, query: str, name: str) -> int:

@@ -106,3 +106,16 @@ async def test_the_default_prints_notices_instead_of_sending_them(
     [printed] = [r for r in caplog.records if getattr(r, "action", "") == "notification_logged"]
     assert printed.task_id == task.value.id  # type: ignore[attr-defined]
     assert printed.to == "teams webhook, ops@example.com"  # type: ignore[attr-defined]
+
+
+async def test_off_announces_nothing(
+    runtime_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cloudops")
+    async with webhook_receiver() as receiver:
+        runtime: Runtime = await runtime_factory(notifications="off")
+        env = await project_with_destinations(runtime, receiver.url, ["ops@example.com"])
+        task = await runtime.tasks.deploy(inputs.Deploy(env.id, "1.0"))
+        await run_to_the_end(runtime, task)
+    assert receiver.posts == []
+    assert not [r for r in caplog.records if getattr(r, "action", "").startswith("notification")]

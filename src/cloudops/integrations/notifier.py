@@ -45,11 +45,9 @@ class Notice:
 
     @property
     def subject(self) -> str:
-        where = (
-            f"{self.project_name}/{self.environment_name}"
-            if self.environment_name
-            else (self.project_name)
-        )
+        where = self.project_name
+        if self.environment_name:
+            where += f"/{self.environment_name}"
         return f"[CloudOps] {self.task_type} {self.status} on {where}"
 
     @property

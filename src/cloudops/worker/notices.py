@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cloudops.db.engine import Database
 from cloudops.db.models import Environment, Project, Task
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 
 def build_notifiers(settings: Settings) -> list[Notifier]:
     """``log`` prints every notice; ``deliver`` posts to Teams and, with an SMTP server
-    configured, e-mails."""
+    configured, e-mails; ``off``: none."""
+    if settings.notifications is NotificationMode.OFF:
+        return []
     if settings.notifications is NotificationMode.LOG:
         return [LogNotifier()]
     notifiers: list[Notifier] = [TeamsWebhookNotifier()]
@@ -46,18 +50,31 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
     return notifiers
 
 
+@dataclass(frozen=True, slots=True)
+class _Destinations:
+    project_name: str
+    teams_webhook_url: str | None
+    email_recipients: tuple[str, ...]
+
+
+#: How long a project's destinations are remembered: most projects have none, and their
+#: tasks then cost no read at all; a changed destination is used within this time.
+DESTINATIONS_TTL = 60.0
+
+
 class TaskNotices:
     def __init__(self, db: Database, notifiers: Sequence[Notifier], timeout: float = 30.0) -> None:
         self._db = db
         self._notifiers = list(notifiers)
         self._timeout = timeout
         self._sending: set[asyncio.Task[None]] = set()
+        self._projects: dict[str, tuple[float, _Destinations | None]] = {}
 
-    def task_ended(self, task_id: str) -> None:
+    def task_ended(self, task_id: str, project_id: str) -> None:
         """Announce the task's final state to its project, in the background."""
         if not self._notifiers:
             return
-        sending = asyncio.create_task(self._announce(task_id), name=f"notify-{task_id}")
+        sending = asyncio.create_task(self._announce(task_id, project_id), name=f"notify-{task_id}")
         self._sending.add(sending)
         sending.add_done_callback(self._sending.discard)
 
@@ -72,9 +89,9 @@ class TaskNotices:
         for notifier in self._notifiers:
             await notifier.close()
 
-    async def _announce(self, task_id: str) -> None:
+    async def _announce(self, task_id: str, project_id: str) -> None:
         try:
-            notice = await self._notice(task_id)
+            notice = await self._notice(task_id, project_id)
         except Exception:
             log.warning(
                 "could not read the task to announce it",
@@ -110,17 +127,32 @@ class TaskNotices:
                     },
                 )
 
-    async def _notice(self, task_id: str) -> Notice | None:
+    async def _destinations(self, project_id: str) -> _Destinations | None:
+        now = time.monotonic()
+        known = self._projects.get(project_id)
+        if known is not None and now - known[0] < DESTINATIONS_TTL:
+            return known[1]
+        async with self._db.read() as session:
+            project = await session.get(Project, project_id)
+        found = None
+        if project is not None and (project.teams_webhook_url or project.email_recipients):
+            found = _Destinations(
+                project.name, project.teams_webhook_url, tuple(project.email_recipients or ())
+            )
+        if len(self._projects) >= 10_000:
+            self._projects.clear()
+        self._projects[project_id] = (now, found)
+        return found
+
+    async def _notice(self, task_id: str, project_id: str) -> Notice | None:
         """The notice for a finished task of a project with somewhere to send it; None
-        for anything else (no project, no destination, not final)."""
+        for anything else (no destination, not final)."""
+        destinations = await self._destinations(project_id)
+        if destinations is None:
+            return None
         async with self._db.read() as session:
             task = await session.get(Task, task_id)
-            if task is None or task.project_id is None:
-                return None
-            if not TaskStatus(task.status).is_final:
-                return None
-            project = await session.get(Project, task.project_id)
-            if project is None or not (project.teams_webhook_url or project.email_recipients):
+            if task is None or not TaskStatus(task.status).is_final:
                 return None
             environment = (
                 await session.get(Environment, task.environment_id)
@@ -133,10 +165,10 @@ class TaskNotices:
             status=task.status,
             entity_id=task.entity_id,
             attempt=task.attempt,
-            project_name=project.name,
+            project_name=destinations.project_name,
             environment_name=environment.name if environment is not None else None,
             error=task.error,
             finished_at=task.finished_at,
-            teams_webhook_url=project.teams_webhook_url,
-            email_recipients=tuple(project.email_recipients or ()),
+            teams_webhook_url=destinations.teams_webhook_url,
+            email_recipients=destinations.email_recipients,
         )

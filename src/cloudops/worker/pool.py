@@ -160,7 +160,7 @@ class Worker:
             )
         if self.notices is not None and project_id is not None and result.outcome in _ENDINGS:
             # Only a project has somewhere to send a notice.
-            self.notices.task_ended(task_id)
+            self.notices.task_ended(task_id, project_id)
 
     async def _run(self, delivery: Delivery) -> AttemptResult:
         task_id = delivery.message.task_id
