@@ -4,11 +4,12 @@ broadcast record, so rendering a live event needs no query."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, Union
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from cloudops.db import models
@@ -341,8 +342,10 @@ class Task:
             started_at=row.started_at,
             finished_at=row.finished_at,
             queue_position=_queue_position(row, loaders),
-            project=_project(row, loaders, related),
-            environment=_environment(row, loaders, related),
+            project=_related(row.project_id, related.projects, Project.from_row, loaders.project),
+            environment=_related(
+                row.environment_id, related.environments, Environment.from_row, loaders.environment
+            ),
             artifacts=_task_artifacts(row, loaders, related),
             row=row,
         )
@@ -405,24 +408,18 @@ def _queue_position(row: models.Task, loaders: Loaders) -> Later[int | None]:
     return Deferred(lambda: loaders.queue_position.load(key))
 
 
-def _project(row: models.Task, loaders: Loaders, related: TaskRelations) -> Later[Project | None]:
-    project_id = row.project_id
-    if project_id is None:
+def _related(
+    ref_id: str | None,
+    read_with_page: Mapping[str, RowT] | None,
+    build: Callable[[RowT], T],
+    loader: DataLoader[str, RowT | None],
+) -> Later[T | None]:
+    """A task's project or environment: none, the one read with the page, or read later."""
+    if ref_id is None:
         return None
-    if related.projects is not None:
-        return _or_none(Project.from_row, related.projects.get(project_id))
-    return Deferred(lambda: _loaded(Project.from_row, loaders.project.load(project_id)))
-
-
-def _environment(
-    row: models.Task, loaders: Loaders, related: TaskRelations
-) -> Later[Environment | None]:
-    environment_id = row.environment_id
-    if environment_id is None:
-        return None
-    if related.environments is not None:
-        return _or_none(Environment.from_row, related.environments.get(environment_id))
-    return Deferred(lambda: _loaded(Environment.from_row, loaders.environment.load(environment_id)))
+    if read_with_page is not None:
+        return _or_none(build, read_with_page.get(ref_id))
+    return Deferred(lambda: _loaded(build, loader.load(ref_id)))
 
 
 def _task_artifacts(
