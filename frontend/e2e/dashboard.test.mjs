@@ -100,8 +100,23 @@ describe('dashboard', () => {
     const page = await openPage(browser, `${server.url}/projects`);
     await page.getByLabel('Project name').fill('webshop');
     await page.getByLabel('Description').fill('The customer-facing shop');
+    // A bad address among the recipients is named next to their input; nothing is created.
+    const recipients = page.getByLabel('E-mail recipients');
+    await recipients.fill('ops@example.com, nope');
+    await page.getByRole('button', { name: 'Create project' }).click();
+    await waitFor(async () => (await recipients.getAttribute('aria-invalid')) === 'true', {
+      message: 'E-mail recipients marked invalid',
+    });
+    const recipientsError = (await recipients.getAttribute('aria-describedby')).split(' ')[0];
+    assert.match(await page.locator(`[id="${recipientsError}"]`).innerText(), /'nope' is not an email address/);
+    await recipients.fill('ops@example.com');
+    await page.getByLabel('Teams webhook URL').fill('https://example.invalid/webhook');
     await page.getByRole('button', { name: 'Create project' }).click();
     await page.getByRole('heading', { level: 1, name: 'webshop' }).waitFor();
+    assert.equal(
+      await page.getByLabel('Notifications').innerText(),
+      'When a task ends, a Teams channel, ops@example.com hear of it.',
+    );
 
     await page.getByLabel('Environment name').fill('prod');
     await page.getByLabel('Environment type').selectOption('PROD');

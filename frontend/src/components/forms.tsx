@@ -5,23 +5,30 @@ import type { UserErrorFieldsFragment } from '../gql/graphql';
 
 export type UserErrors = readonly UserErrorFieldsFragment[];
 
+function inputOf(path: readonly string[]): string | undefined {
+  const last = path.length - 1;
+  if (last >= 1 && /^\d+$/.test(path[last])) return path[last - 1];
+  return last >= 0 ? path[last] : undefined;
+}
+
 export class FieldErrors {
   constructor(
     private readonly errors: UserErrors,
     private readonly fields: readonly string[],
   ) {}
 
-  /** The message for one input, by its name in the mutation's input. */
+  /** The message for one input, by its name in the mutation's input (an error about one
+   * item of a list input, e.g. ["input", "emailRecipients", "1"], belongs to the list). */
   for(field: string): string | undefined {
-    return this.errors.find((e) => e.field.length && e.field[e.field.length - 1] === field)
-      ?.message;
+    return this.errors.find((e) => inputOf(e.field) === field)?.message;
   }
 
   /** Errors that name no input of this form. */
   get general(): UserErrors {
-    return this.errors.filter(
-      (e) => !e.field.length || !this.fields.includes(e.field[e.field.length - 1]),
-    );
+    return this.errors.filter((e) => {
+      const input = inputOf(e.field);
+      return input === undefined || !this.fields.includes(input);
+    });
   }
 
   get any(): boolean {

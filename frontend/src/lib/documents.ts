@@ -249,6 +249,8 @@ export const ProjectQuery = graphql(`
       id
       name
       description
+      teamsWebhookUrl
+      emailRecipients
       createdAt
       environments {
         ...EnvironmentFields

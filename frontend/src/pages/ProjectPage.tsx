@@ -267,6 +267,9 @@ export function ProjectPage({ id }: { id: string }) {
       <div className="page-head">
         <h1 id="project-heading">{project.name}</h1>
         {project.description && <p className="muted">{project.description}</p>}
+        <p className="muted small" aria-label="Notifications">
+          {notifiedBy(project.teamsWebhookUrl, project.emailRecipients)}
+        </p>
       </div>
       <div className="grid-sidebar">
         <div className="stack">
@@ -289,4 +292,10 @@ export function ProjectPage({ id }: { id: string }) {
       </div>
     </section>
   );
+}
+
+/** Who hears when a task of the project ends. */
+function notifiedBy(webhook: string | null | undefined, emails: readonly string[]): string {
+  const who = [...(webhook ? ['a Teams channel'] : []), ...emails];
+  return who.length ? `When a task ends, ${who.join(', ')} hear of it.` : 'Nobody is notified when a task ends.';
 }

@@ -9,16 +9,28 @@ import { Field, FieldErrors, FormErrors, SubmitButton, asUserErrors, type UserEr
 function CreateProjectForm() {
   const [name, setName] = useState('');
   const [description, setDescription] = useState('');
+  const [webhook, setWebhook] = useState('');
+  const [emails, setEmails] = useState('');
   const [errors, setErrors] = useState<UserErrors>([]);
   const [create, { loading }] = useMutation(CreateProjectMutation, { refetchQueries: ['Projects'] });
-  const fe = new FieldErrors(errors, ['name', 'description']);
+  const fe = new FieldErrors(errors, ['name', 'description', 'teamsWebhookUrl', 'emailRecipients']);
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setErrors([]);
     try {
       const { data } = await create({
-        variables: { input: { name, description: description || null } },
+        variables: {
+          input: {
+            name,
+            description: description || null,
+            teamsWebhookUrl: webhook.trim() || null,
+            emailRecipients: emails
+              .split(',')
+              .map((address) => address.trim())
+              .filter(Boolean),
+          },
+        },
       });
       const result = data?.createProject;
       if (result?.userErrors.length) setErrors(result.userErrors);
@@ -36,6 +48,18 @@ function CreateProjectForm() {
       </Field>
       <Field label="Description" error={fe.for('description')} hint="Optional">
         {(p) => <input {...p} value={description} onChange={(e) => setDescription(e.target.value)} />}
+      </Field>
+      <Field
+        label="Teams webhook URL"
+        error={fe.for('teamsWebhookUrl')}
+        hint="Optional: told when a task of this project ends"
+      >
+        {(p) => (
+          <input {...p} type="url" value={webhook} onChange={(e) => setWebhook(e.target.value)} autoComplete="off" />
+        )}
+      </Field>
+      <Field label="E-mail recipients" error={fe.for('emailRecipients')} hint="Optional, comma separated">
+        {(p) => <input {...p} value={emails} onChange={(e) => setEmails(e.target.value)} autoComplete="off" />}
       </Field>
       <FormErrors errors={fe.general} />
       <div className="form-actions">
