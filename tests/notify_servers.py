@@ -89,3 +89,23 @@ async def smtp_sink() -> AsyncIterator[SmtpSink]:
         yield sink
     finally:
         await asyncio.to_thread(controller.stop)
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[str]:
+    """An HTTP URL whose server takes the connection and the request and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read(65536)
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -10,11 +10,13 @@ import pytest
 from sqlalchemy import update
 
 from cloudops.db.models import Environment, Project
+from cloudops.integrations.notifier import TeamsWebhookNotifier
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
+from cloudops.worker.notices import TaskNotices
 from tests.conftest import wait_final
 from tests.integration.test_worker import fail
-from tests.notify_servers import closed_port, smtp_sink, webhook_receiver
+from tests.notify_servers import closed_port, silent_server, smtp_sink, webhook_receiver
 
 
 async def project_with_destinations(
@@ -119,3 +121,19 @@ async def test_off_announces_nothing(
         await run_to_the_end(runtime, task)
     assert receiver.posts == []
     assert not [r for r in caplog.records if getattr(r, "action", "").startswith("notification")]
+
+
+async def test_a_destination_that_never_answers_is_given_up_after_the_timeout(
+    runtime_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cloudops.worker.notices")
+    async with silent_server() as url:
+        runtime: Runtime = await runtime_factory(notifications="off")
+        env = await project_with_destinations(runtime, url, [])
+        task = await runtime.tasks.deploy(inputs.Deploy(env.id, "1.0"))
+        await wait_final(runtime, [task.value.id])
+        notices = TaskNotices(runtime.db, [TeamsWebhookNotifier(timeout=30)], timeout=0.3)
+        notices.task_ended(task.value.id, env.project_id)
+        await notices.close(grace=10)  # returns once the notice has been given up
+    [gave_up] = [r for r in caplog.records if getattr(r, "action", "") == "notification_failed"]
+    assert gave_up.getMessage() == "notification not delivered: no answer within 0.3 s"

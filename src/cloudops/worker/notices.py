@@ -110,7 +110,7 @@ class TaskNotices:
             except (NotificationFailed, TimeoutError) as exc:
                 log.warning(
                     "notification not delivered: %s",
-                    exc or "timed out",
+                    str(exc) or f"no answer within {self._timeout:g} s",
                     extra={
                         "action": "notification_failed",
                         "task_id": task_id,
