@@ -16,7 +16,13 @@ from cloudops.services import inputs
 from cloudops.worker.notices import TaskNotices
 from tests.conftest import wait_final
 from tests.integration.test_worker import fail
-from tests.notify_servers import closed_port, silent_server, smtp_sink, webhook_receiver
+from tests.notify_servers import (
+    WebhookReceiver,
+    closed_port,
+    silent_server,
+    smtp_sink,
+    webhook_receiver,
+)
 
 
 async def project_with_destinations(
@@ -95,18 +101,24 @@ async def test_destinations_that_are_down_cost_a_warning_and_nothing_else(
     }
 
 
+async def one_deployment(runtime_factory: Any, **settings: Any) -> tuple[WebhookReceiver, str]:
+    """One deployment of a project with a Teams webhook and a recipient, to its end."""
+    async with webhook_receiver() as receiver:
+        runtime: Runtime = await runtime_factory(**settings)
+        env = await project_with_destinations(runtime, receiver.url, ["ops@example.com"])
+        task = await runtime.tasks.deploy(inputs.Deploy(env.id, "1.0"))
+        await run_to_the_end(runtime, task)
+    return receiver, task.value.id
+
+
 async def test_the_default_prints_notices_instead_of_sending_them(
     runtime_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="cloudops.integrations.notifier")
-    async with webhook_receiver() as receiver:
-        runtime: Runtime = await runtime_factory()
-        env = await project_with_destinations(runtime, receiver.url, ["ops@example.com"])
-        task = await runtime.tasks.deploy(inputs.Deploy(env.id, "1.0"))
-        await run_to_the_end(runtime, task)
+    receiver, task_id = await one_deployment(runtime_factory)
     assert receiver.posts == []
     [printed] = [r for r in caplog.records if getattr(r, "action", "") == "notification_logged"]
-    assert printed.task_id == task.value.id  # type: ignore[attr-defined]
+    assert printed.task_id == task_id  # type: ignore[attr-defined]
     assert printed.to == "teams webhook, ops@example.com"  # type: ignore[attr-defined]
 
 
@@ -114,11 +126,7 @@ async def test_off_announces_nothing(
     runtime_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="cloudops")
-    async with webhook_receiver() as receiver:
-        runtime: Runtime = await runtime_factory(notifications="off")
-        env = await project_with_destinations(runtime, receiver.url, ["ops@example.com"])
-        task = await runtime.tasks.deploy(inputs.Deploy(env.id, "1.0"))
-        await run_to_the_end(runtime, task)
+    receiver, _ = await one_deployment(runtime_factory, notifications="off")
     assert receiver.posts == []
     assert not [r for r in caplog.records if getattr(r, "action", "").startswith("notification")]
 

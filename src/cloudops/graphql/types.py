@@ -32,10 +32,6 @@ Info = strawberry.Info[Any, None]
 
 T = TypeVar("T")
 RowT = TypeVar("RowT")
-#: A resolver's value, or an awaitable of it when it must be read first (graphql-core awaits
-#: what is awaitable). A field that needs no read then costs no coroutine and no loop turn:
-#: on a page of tasks whose relations were read with the page, that is most of its cost.
-MaybeAwaitable = Union[T, Awaitable[T]]  # noqa: UP007 (a generic alias needs Union)
 NO_RELATIONS = TaskRelations()
 
 

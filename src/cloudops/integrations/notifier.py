@@ -77,7 +77,7 @@ class Notifier(Protocol):
 
 
 class LogNotifier:
-    """The embedded default: one log line per notice and destination, nothing sent."""
+    """The embedded default: one log line per notice, naming its destinations; nothing sent."""
 
     name = "log"
 
