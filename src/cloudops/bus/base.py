@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from sqlalchemy import CTE, ColumnElement
     from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -49,11 +50,26 @@ class Delivery:
     lease: Lease | None = None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class InStatement:
+    """How a bus publishes a new task's message from the very statement that inserts the
+    task, so a submission is one statement (on PostgreSQL one round trip, no BEGIN or
+    COMMIT): the statement also runs ``ctes`` (data-modifying) and selects ``columns``,
+    with ``params(session_id)`` as their bind parameters."""
+
+    ctes: tuple[CTE, ...]
+    columns: tuple[ColumnElement[Any], ...]
+    params: Callable[[str], dict[str, Any]]
+
+
 class SessionBus(Protocol):
     name: str
     #: True: :meth:`publish_in` publishes inside the caller's write transaction. False:
     #: the caller publishes after commit, in the order the queue positions were assigned.
     publishes_in_transaction: bool
+    #: Where the bus can publish from the submitting statement itself (see InStatement);
+    #: None: publish with :meth:`publish_in` or :meth:`publish`.
+    in_statement: InStatement | None
 
     async def publish(self, message: TaskMessage) -> None:
         """Queue a message in its session (by ``order``); a duplicate task_id is ignored."""

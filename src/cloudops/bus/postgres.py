@@ -22,13 +22,16 @@ import socket
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import cast
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import String, Table, bindparam, func, literal, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudops.bus.base import BusClosed, Delivery, Lease, TaskMessage
+from cloudops.bus.base import BusClosed, Delivery, InStatement, Lease, TaskMessage
 from cloudops.db.engine import Database
+from cloudops.db.models import BusSession
 from cloudops.db.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,18 @@ WITH ensured AS (
 )
 SELECT pg_notify(:channel, '')
 """)
+
+#: The same, as the part of a submission's one statement (see InStatement).
+_IN_SUBMISSION = InStatement(
+    ctes=(
+        pg_insert(cast(Table, BusSession.__table__))
+        .values(entity_id=bindparam("bus_entity"), owner=None, lease_until=None, fence=0)
+        .on_conflict_do_nothing(index_elements=["entity_id"])
+        .cte("bus_session"),
+    ),
+    columns=(func.pg_notify(bindparam("bus_channel", type_=String), literal("")).label("woken"),),
+    params=lambda session_id: {"bus_entity": session_id, "bus_channel": CHANNEL},
+)
 
 _RELEASE_AND_WAKE = text("""
 WITH released AS (
@@ -199,6 +214,7 @@ class PostgresSessionBus:
     #: The task row is the message and NOTIFY is delivered at commit: a submission wakes
     #: workers from inside its own transaction, with no second one.
     publishes_in_transaction = True
+    in_statement: InStatement | None = _IN_SUBMISSION
 
     async def publish(self, message: TaskMessage) -> None:
         """The task row is the message (committed by the caller); this makes sure its

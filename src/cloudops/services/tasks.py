@@ -1,9 +1,10 @@
 """Submitting, cancelling and retrying tasks.
 
 A submission is validated in two passes: the shape of the input first (nothing touches the
-database while it is malformed), then, inside the write transaction, what needs the
-database (idempotency, existence of the things it names). The task and its QUEUED event
-commit together; only then is the task published to the bus. Bad input writes nothing.
+database while it is malformed), then what needs the database (idempotency, existence of
+the things it names). The task and its QUEUED event commit together, and the bus hears of
+the task only if they do: on PostgreSQL in the same statement, on SQLite after commit.
+Bad input writes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudops.bus.base import SessionBus, TaskMessage
+from cloudops.bus.base import InStatement, SessionBus, TaskMessage
 from cloudops.db.models import DEFAULT_ORGANIZATION_ID, Artifact, Environment, Project, Task
 from cloudops.db.types import new_id, utcnow
 from cloudops.domain import (
@@ -439,30 +440,49 @@ class TaskService:
 
     # -- the shared submission path -----------------------------------------------------
     async def _submit(self, draft: Draft, org: str) -> Result[Task]:
-        key = draft.options.idempotency_key
         for _ in range(3):
             try:
-                async with self._queueing() as (txn, messages):
-                    if key is not None:
-                        existing = await _by_key(txn.session, org, key)
-                        if existing is not None:
-                            return _deduplicate(existing, draft)
-                    errors = await draft.resolve(txn.session, draft)
-                    if errors:
-                        return Result.refused(*errors)
-                    task = await self._insert(txn, draft, org)
-                    messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq))
+                if self.bus.in_statement is not None:
+                    return await self._submit_in_statement(draft, org, self.bus.in_statement)
+                return await self._submit_in_transaction(draft, org)
             except IntegrityError:
-                if key is None:
+                if draft.options.idempotency_key is None:
                     raise
-                continue  # a concurrent request with the same key won: look again
-            return Result(task)  # exactly the row just committed: no need to read it back
+                # A concurrent request with the same key won: look again.
         raise RuntimeError("idempotency key conflict did not settle")
 
-    async def _insert(self, txn: JournalTransaction, draft: Draft, org: str) -> Task:
+    async def _submit_in_transaction(self, draft: Draft, org: str) -> Result[Task]:
+        """Checks, task, QUEUED event in one write transaction; the bus hears of it after
+        commit (or inside, see _queueing)."""
+        async with self._queueing() as (txn, messages):
+            refused = await _check(txn.session, draft, org)
+            if refused is not None:
+                return refused
+            task = await self._insert(txn, draft, org)
+            messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq))
+        return Result(task)  # exactly the row just committed: no need to read it back
+
+    async def _submit_in_statement(self, draft: Draft, org: str, bus: InStatement) -> Result[Task]:
+        """PostgreSQL: the checks are reads; then the task, its QUEUED event, its queue
+        position and its bus message are one statement, one round trip in all (a sandbox
+        adds its environment row first, in a transaction). The checks need no transaction
+        around them: nothing they read is ever deleted, and a duplicate idempotency key
+        fails the insert on its unique index (the caller looks again)."""
+        async with self.db.read() as session:
+            refused = await _check(session, draft, org)
+        if refused is not None:
+            return refused
+        async with self.journal.transaction(one_append=draft.new_environment is None) as txn:
+            task = await self._insert(txn, draft, org, bus)
+        return Result(task)
+
+    async def _insert(
+        self, txn: JournalTransaction, draft: Draft, org: str, bus: InStatement | None = None
+    ) -> Task:
         handler = self.registry.get(draft.type)
         names = [step.name for step in handler.plan(draft.input)]
         session: AsyncSession = txn.session
+        postgres = session.get_bind().dialect.name == "postgresql"
         if draft.new_environment is not None:
             session.add(draft.new_environment)
         now = utcnow()
@@ -485,7 +505,8 @@ class TaskService:
             meta=draft.options.metadata or {},
             dead_lettered=False,
             cancel_requested=False,
-            queue_seq=await next_queue_seq(session, draft.entity_id),
+            # On PostgreSQL the insert numbers it (JournalTransaction.insert).
+            queue_seq=None if postgres else await next_queue_seq(session, draft.entity_id),
             last_sequence=0,
             created_at=now,
             updated_at=now,
@@ -497,9 +518,21 @@ class TaskService:
         if draft.new_environment is not None:
             await session.flush()  # the environment row first: the task refers to it
         await txn.insert(
-            task, EventKind.QUEUED, f"{draft.type.value.lower()} queued on {draft.entity_id}"
+            task, EventKind.QUEUED, f"{draft.type.value.lower()} queued on {draft.entity_id}", bus
         )
         return task
+
+
+async def _check(session: AsyncSession, draft: Draft, org: str) -> Result[Task] | None:
+    """What a submission needs the database for: an earlier task with its idempotency key
+    (the answer then), the things it names; None when it can go ahead."""
+    key = draft.options.idempotency_key
+    if key is not None:
+        existing = await _by_key(session, org, key)
+        if existing is not None:
+            return _deduplicate(existing, draft)
+    errors = await draft.resolve(session, draft)
+    return Result.refused(*errors) if errors else None
 
 
 #: The entity's lock, then the position, in one round trip: the materialized CTE is

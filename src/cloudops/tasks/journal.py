@@ -21,10 +21,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Insert, Select, Table, Update, bindparam, exists, select, update
+import sqlalchemy
+from sqlalchemy import (
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    exists,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudops.bus.base import Lease
+from cloudops.bus.base import InStatement, Lease
 from cloudops.db.engine import Database
 from cloudops.db.models import Artifact, BusSession, Task, TaskEvent
 from cloudops.db.types import new_id, utcnow
@@ -235,11 +246,44 @@ def _prefixed_insert(table: Table, prefix: str) -> Insert:
     )
 
 
-#: PostgreSQL: a new task and its first event in one statement (the event's foreign key is
-#: checked at the end of the statement, when the task row is there).
-_INSERT_TASK_AND_EVENT = _prefixed_insert(_EVENTS, "e_").add_cte(
-    _prefixed_insert(_TASKS, "t_").cte("task")
-)
+_QUEUE_POSITIONS = sqlalchemy.Sequence("task_queue_seq")
+_TASK_ENTITY = bindparam("t_entity_id", type_=_TASKS.c.entity_id.type)
+
+
+@functools.lru_cache(maxsize=8)
+def _submission(bus: InStatement | None) -> Select[Any]:
+    """PostgreSQL: a new task and its first event in one statement (the event's foreign
+    key is checked at the end of the statement, when the task row is there), with the
+    bus's part when it has one. The task's queue position comes from a sequence, taken
+    under a transaction lock on its entity (the materialized CTEs run first, in order),
+    so two submissions to one entity commit in the order of their positions: strict
+    FIFO. The statement returns the position."""
+    locked = (
+        select(func.pg_advisory_xact_lock(func.hashtext(_TASK_ENTITY)))
+        .cte("locked")
+        .prefix_with("MATERIALIZED")
+    )
+    position = (
+        select(_QUEUE_POSITIONS.next_value().label("queue_seq"))
+        .select_from(locked)
+        .cte("position")
+        .prefix_with("MATERIALIZED")
+    )
+    values = {
+        column.key: position.c.queue_seq
+        if column.key == "queue_seq"
+        else bindparam(f"t_{column.key}", type_=column.type)
+        for column in _TASKS.c
+    }
+    insert_task = _TASKS.insert().from_select(
+        list(values), select(*(value.label(key) for key, value in values.items()))
+    )
+    ctes = [insert_task.cte("task"), _prefixed_insert(_EVENTS, "e_").cte("event")]
+    columns: list[Any] = [position.c.queue_seq]
+    if bus is not None:
+        ctes.extend(bus.ctes)
+        columns.extend(bus.columns)
+    return select(*columns).add_cte(*ctes)
 
 
 class JournalTransaction:
@@ -248,18 +292,24 @@ class JournalTransaction:
         self.events: list[EventRecord] = []
         self._one_append = one_append
 
-    async def insert(self, task: Task, kind: EventKind, message: str) -> EventRecord:
+    async def insert(
+        self, task: Task, kind: EventKind, message: str, bus: InStatement | None = None
+    ) -> EventRecord:
         """Insert a new task (its row as given, ``last_sequence`` 1) with its first event:
-        no guard is needed for a row nobody else can see yet, so no UPDATE either."""
+        no guard is needed for a row nobody else can see yet, so no UPDATE either. On
+        PostgreSQL one statement, which also numbers the task's queue position (set on
+        ``task``) and runs the bus's part; on SQLite the caller numbers it."""
         task.last_sequence = 1
         row = {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS}
         if self.session.get_bind().dialect.name != "postgresql":
             await self.session.execute(_INSERT_TASK, row)
             return await self._add_event(task.id, 1, kind, task.created_at, task, message=message)
         record = _record(new_id(), task.id, 1, kind, task.created_at, task, None, message, None)
-        params = {f"t_{key}": value for key, value in row.items()}
+        params = {f"t_{key}": value for key, value in row.items() if key != "queue_seq"}
         params.update((f"e_{key}", value) for key, value in _event_row(record).items())
-        await self.session.execute(_INSERT_TASK_AND_EVENT, params)
+        if bus is not None:
+            params.update(bus.params(task.entity_id))
+        task.queue_seq = (await self.session.execute(_submission(bus), params)).scalar_one()
         self.events.append(record)
         return record
 
