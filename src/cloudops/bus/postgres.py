@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -30,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudops.bus.base import BusClosed, Delivery, InStatement, Lease, TaskMessage
+from cloudops.bus.statistics import QueueStatistics
 from cloudops.db.engine import Database
 from cloudops.db.models import BusSession
 from cloudops.db.types import utcnow
@@ -146,6 +148,7 @@ class PostgresSessionBus:
         self._listener: asyncio.Task[None] | None = None
         self._claim_lock = asyncio.Lock()
         self._cancel_callbacks: list[Callable[[str], None]] = []
+        self.statistics = QueueStatistics(db)
 
     # -- wake-ups ------------------------------------------------------------------------
     def start_listening(self) -> None:
@@ -265,7 +268,9 @@ class PostgresSessionBus:
         params = {"owner": self.owner, "lease": self.lease_seconds}
         # One claim at a time per process is plenty.
         async with self._claim_lock, self._db.autocommit() as conn:
+            began = time.perf_counter()
             row = (await conn.execute(_CLAIM, params)).one_or_none()
+            self.statistics.claim_took(time.perf_counter() - began)
         if row is None:
             return None
         lease = Lease(row.entity_id, self.owner, int(row.fence))
@@ -335,6 +340,7 @@ class PostgresSessionBus:
     async def close(self) -> None:
         self._closed = True
         self._wake.set()
+        await self.statistics.close()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
