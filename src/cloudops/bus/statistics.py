@@ -50,13 +50,12 @@ class QueueStatistics:
         self._db = db
         self._checked_at = -CHECK_EVERY
         self._check: asyncio.Task[None] | None = None
-        self._gave_up = False
         #: How many ANALYZE runs this process made (for logs and tests).
         self.analyzed = 0
 
     def claim_took(self, seconds: float) -> None:
         """Called after every claim; starts a check when it was slow and none ran lately."""
-        if seconds < SLOW_CLAIM or self._gave_up:
+        if seconds < SLOW_CLAIM:
             return
         now = time.monotonic()
         if now - self._checked_at < CHECK_EVERY or self._check is not None:
@@ -87,9 +86,8 @@ class QueueStatistics:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # Without the privilege (not the tables' owner) there is no point in trying
-            # again; claims still work, only slower on a stale table.
-            self._gave_up = "permission" in str(exc).lower() or "must be owner" in str(exc)
+            # Claims still work, only slower on a stale table; the next slow claim after
+            # CHECK_EVERY tries again.
             log.warning(
                 "could not refresh the queue tables' statistics: %s",
                 exc,

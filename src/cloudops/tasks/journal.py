@@ -22,17 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 import sqlalchemy
-from sqlalchemy import (
-    Insert,
-    Select,
-    Table,
-    Update,
-    bindparam,
-    exists,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import Insert, Select, Table, Update, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudops.bus.base import InStatement, Lease
