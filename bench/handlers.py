@@ -33,6 +33,7 @@ async def _run(ctx: StepContext) -> None:
 class OneStepHandler:
     type = ONE_STEP_TYPE
     retry = RetryPolicy()
+    writes_on_completion = False
 
     def plan(self, task_input: dict[str, Any]) -> Sequence[Step]:
         return (Step("run", _run),)

@@ -1,5 +1,6 @@
-"""A submission on PostgreSQL: the task, its QUEUED event, its queue position and its bus
-message in one statement, and still strict FIFO per entity.
+"""A task on PostgreSQL: the task, its QUEUED event, its queue position and its bus
+message in one statement, still strict FIFO per entity; and a task whose handler writes
+nothing on completion runs to COMPLETED without a single BEGIN or COMMIT.
 
 The statement numbers the task's position under a transaction lock on its entity, so two
 submissions to one entity commit in the order of their positions; these tests hold that
@@ -10,6 +11,7 @@ sends to the database.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,11 +21,11 @@ import pytest
 from sqlalchemy import event, select
 
 from cloudops.bus.postgres import asyncpg_dsn
-from cloudops.db.models import BusSession, Task, TaskEvent
+from cloudops.db.models import BusSession, Environment, Task, TaskEvent
 from cloudops.domain import EventKind, TaskStatus
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
-from tests.conftest import make_environment
+from tests.conftest import make_environment, wait_final
 
 pytestmark = pytest.mark.parametrize("runtime_factory", ["postgres"], indirect=True)
 
@@ -40,31 +42,33 @@ async def quiet_runtime(runtime_factory: Callable[..., Any]) -> Runtime:
 
 
 @contextmanager
-def recorded(runtime: Runtime) -> Iterator[dict[str, list[Any]]]:
-    """The statements the runtime's engine sends, its commits, and the isolation level
-    of each transaction it begins."""
-    seen: dict[str, list[Any]] = {"statements": [], "commit": [], "begin": []}
+def recorded(runtime: Runtime) -> Iterator[list[tuple[str | None, str]]]:
+    """Each statement the runtime's engine sends, with its connection's isolation level:
+    one on an AUTOCOMMIT connection is sent alone, with no BEGIN or COMMIT around it."""
+    seen: list[tuple[str | None, str]] = []
     engine = runtime.db.engine.sync_engine
 
-    def statement(_conn: Any, _cursor: Any, sql: str, *_rest: Any) -> None:
-        seen["statements"].append(sql)
+    def statement(conn: Any, _cursor: Any, sql: str, *_rest: Any) -> None:
+        seen.append((conn.get_execution_options().get("isolation_level"), sql))
 
-    listeners: list[tuple[str, Callable[..., None]]] = [
-        ("before_cursor_execute", statement),
-        ("commit", lambda *args: seen["commit"].append(args)),
-        # On an autocommit connection SQLAlchemy still "begins", but sends no BEGIN.
-        (
-            "begin",
-            lambda conn: seen["begin"].append(conn.get_execution_options().get("isolation_level")),
-        ),
-    ]
-    for name, listener in listeners:
-        event.listen(engine, name, listener)
+    event.listen(engine, "before_cursor_execute", statement)
     try:
         yield seen
     finally:
-        for name, listener in listeners:
-            event.remove(engine, name, listener)
+        event.remove(engine, "before_cursor_execute", statement)
+
+
+#: A statement on the control plane's own tables (not the simulated cluster's, nor the
+#: bus's statistics refresh).
+OURS = re.compile(r"\b(UPDATE|INSERT INTO|FROM) (tasks|task_events|bus_sessions|environments)\b")
+
+
+def in_transactions(seen: list[tuple[str | None, str]]) -> list[str]:
+    return [sql for isolation, sql in seen if isolation != "AUTOCOMMIT" and OURS.search(sql)]
+
+
+def writes(seen: list[tuple[str | None, str]]) -> list[str]:
+    return [sql for _, sql in seen if "INSERT" in sql or "UPDATE" in sql]
 
 
 async def test_a_submission_is_one_statement_with_no_transaction_around_it(
@@ -74,8 +78,7 @@ async def test_a_submission_is_one_statement_with_no_transaction_around_it(
     with recorded(runtime) as seen:
         result = await runtime.tasks.restart_workload(inputs.RestartWorkload("default", "web"))
     assert result.value is not None, result.user_errors
-    assert len(seen["statements"]) == 1, seen["statements"]
-    assert seen["begin"] == ["AUTOCOMMIT"] and not seen["commit"], seen
+    assert len(seen) == 1 and not in_transactions(seen), seen
     task = result.value
     async with runtime.db.read() as session:
         stored = await session.get(Task, task.id)
@@ -99,8 +102,7 @@ async def test_submissions_number_positions_in_order_and_a_deploy_reads_before_i
     with recorded(runtime) as seen:
         first = await runtime.tasks.deploy(inputs.Deploy(env.id, "v1"))
     assert first.value is not None, first.user_errors
-    writes = [sql for sql in seen["statements"] if "INSERT" in sql]
-    assert len(writes) == 1 and not seen["commit"], seen
+    assert len(writes(seen)) == 1 and not in_transactions(seen), seen
     second = await runtime.tasks.deploy(inputs.Deploy(env.id, "v2"))
     assert second.value is not None
     assert second.value.queue_seq > first.value.queue_seq
@@ -144,6 +146,41 @@ async def test_a_refused_submission_writes_nothing_and_sends_no_write(
         result = await runtime.tasks.deploy(inputs.Deploy("no-such-env", "v1"))
     assert result.value is None
     assert [e.field for e in result.user_errors] == [["input", "environmentId"]]
-    assert not [sql for sql in seen["statements"] if "INSERT" in sql], seen["statements"]
+    assert not writes(seen), seen
     async with runtime.db.read() as session:
         assert (await session.scalars(select(Task.id))).all() == []
+
+
+async def test_a_task_whose_handler_writes_nothing_on_completion_runs_without_a_transaction(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    runtime: Runtime = await runtime_factory()
+    assert runtime.reaper is not None
+    await runtime.reaper.stop()
+    with recorded(runtime) as seen:
+        result = await runtime.tasks.restart_workload(inputs.RestartWorkload("default", "web"))
+        assert result.value is not None, result.user_errors
+        [task] = await wait_final(runtime, [result.value.id])
+    assert task.status == TaskStatus.COMPLETED
+    assert writes(seen) and not in_transactions(seen), in_transactions(seen)
+
+
+async def test_a_deployment_commits_its_environments_version_with_its_completed_event(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    runtime: Runtime = await runtime_factory()
+    env = await make_environment(runtime)
+    with recorded(runtime) as seen:
+        result = await runtime.tasks.deploy(inputs.Deploy(env.id, "v7"))
+        assert result.value is not None, result.user_errors
+        [task] = await wait_final(runtime, [result.value.id])
+    assert task.status == TaskStatus.COMPLETED
+    # Two transactions in the run: the plan artifact's row with its event, and COMPLETED
+    # with the environment's new version, in that order.
+    transactional = in_transactions(seen)
+    assert len(transactional) == 3, transactional
+    assert "UPDATE tasks" in transactional[1], transactional
+    assert transactional[2].startswith("UPDATE environments"), transactional
+    async with runtime.db.read() as session:
+        stored = await session.get(Environment, env.id)
+    assert stored is not None and stored.current_version == "v7"

@@ -149,5 +149,11 @@ class Handler(Protocol):
     def plan(self, task_input: dict[str, Any]) -> Sequence[Step]:
         """The steps for this input; fixed once the task is queued."""
 
+    #: Whether :meth:`on_completed` writes anything. False: it is not called, and the
+    #: COMPLETED event is a write of its own (on PostgreSQL one statement, with no
+    #: BEGIN or COMMIT round trip).
+    writes_on_completion: bool
+
     async def on_completed(self, session: AsyncSession, task: TaskView) -> None:
-        """Effects that must commit together with the COMPLETED event."""
+        """Effects that must commit together with the COMPLETED event (called only when
+        ``writes_on_completion``)."""

@@ -71,6 +71,7 @@ def _simulated_dump(task: TaskView) -> bytes:
 class DbBackupHandler:
     type = TaskType.DB_BACKUP
     retry = RetryPolicy()
+    writes_on_completion = False
 
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir

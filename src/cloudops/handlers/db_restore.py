@@ -25,6 +25,7 @@ from cloudops.handlers.db_backup import backup_subject, sqlite_instance_file
 class DbRestoreHandler:
     type = TaskType.DB_RESTORE
     retry = RetryPolicy()
+    writes_on_completion = False
 
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir

@@ -66,6 +66,7 @@ async def verify(ctx: StepContext) -> None:
 class DeploymentHandler:
     type = TaskType.DEPLOYMENT
     retry = RetryPolicy()
+    writes_on_completion = True
 
     def plan(self, task_input: dict[str, Any]) -> Sequence[Step]:
         return (

@@ -40,6 +40,7 @@ async def wait_for_rollout(ctx: StepContext) -> None:
 class RestartWorkloadHandler:
     type = TaskType.RESTART_WORKLOAD
     retry = RetryPolicy()
+    writes_on_completion = False
 
     def plan(self, task_input: dict[str, Any]) -> Sequence[Step]:
         return (

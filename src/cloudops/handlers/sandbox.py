@@ -64,6 +64,7 @@ async def release(ctx: StepContext) -> None:
 class SandboxHandler:
     type = TaskType.SANDBOX
     retry = RetryPolicy()
+    writes_on_completion = False
 
     def plan(self, task_input: dict[str, Any]) -> Sequence[Step]:
         if task_input.get("action") == TEARDOWN:

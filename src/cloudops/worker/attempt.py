@@ -264,25 +264,26 @@ class Attempt:
     # -- endings --------------------------------------------------------------------
     async def _complete(self) -> AttemptResult:
         now = utcnow()
-        async with self._transaction() as txn:
-            appended = await self._append(
-                txn,
-                Change(
-                    EventKind.COMPLETED,
-                    {
-                        "status": TaskStatus.COMPLETED.value,
-                        "progress": 1.0,
-                        "steps": self.steps,
-                        "finished_at": now,
-                        "error": None,
-                    },
-                    message=f"{self.task.type.value.lower()} completed",
-                    at=now,
-                ),
-            )
-            if appended is None:
+        completed = Change(
+            EventKind.COMPLETED,
+            {
+                "status": TaskStatus.COMPLETED.value,
+                "progress": 1.0,
+                "steps": self.steps,
+                "finished_at": now,
+                "error": None,
+            },
+            message=f"{self.task.type.value.lower()} completed",
+            at=now,
+        )
+        if not self.handler.writes_on_completion:
+            if await self._commit(completed) is None:
                 return AttemptResult(Outcome.LOST)
-            await self.handler.on_completed(txn.session, self.task)
+        else:
+            async with self._transaction() as txn:
+                if await self._append(txn, completed) is None:
+                    return AttemptResult(Outcome.LOST)
+                await self.handler.on_completed(txn.session, self.task)
         log.info("task completed", extra={"action": "task_completed", "task_id": self.task.id})
         return AttemptResult(Outcome.COMPLETED)
 
