@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from cloudops.db.models import Artifact, Environment, Task
@@ -252,3 +254,35 @@ async def test_a_task_never_starts_before_its_run_after_whatever_the_bus_deliver
     assert task.status == TaskStatus.COMPLETED
     started = await first(runtime, task.id, EventKind.STARTED)
     assert started.at >= run_after, "started before its run_after"
+
+
+@pytest.mark.parametrize("runtime_factory", ["sqlite"], indirect=True)
+async def test_an_attempt_ending_mid_heartbeat_lets_the_heartbeat_finish(
+    runtime_factory: Any,
+) -> None:
+    """The heartbeat's statements are never cancelled halfway (a cancel inside a statement
+    hands the pool a connection still busy with it): an attempt that ends while its
+    heartbeat is in flight (one every lease/3 s, here each taking 1 s; the task's three
+    steps take about 0.75 s) waits for that heartbeat to finish."""
+    runtime: Runtime = await runtime_factory(lease_seconds=1.0, step_delay=0.25)
+    heartbeats: list[str] = []
+    real = runtime.bus.heartbeat
+
+    async def slow_heartbeat(delivery: Any) -> bool:
+        heartbeats.append("started")
+        try:
+            await asyncio.sleep(1.0)  # a statement that takes its time
+        except asyncio.CancelledError:
+            heartbeats.append("cancelled")
+            raise
+        heartbeats.append("finished")
+        return await real(delivery)
+
+    runtime.bus.heartbeat = slow_heartbeat  # type: ignore[method-assign]
+    result = await runtime.tasks.restart_workload(inputs.RestartWorkload("default", "web"))
+    assert result.value is not None
+    [task] = await wait_final(runtime, [result.value.id])
+    assert task.status == TaskStatus.COMPLETED
+    assert heartbeats and heartbeats[0] == "started", heartbeats
+    await asyncio.sleep(1.5)  # past the in-flight heartbeat's end
+    assert "cancelled" not in heartbeats and heartbeats[-1] == "finished", heartbeats

@@ -27,6 +27,9 @@ from cloudops.worker.recovery import requeue_orphan
 log = logging.getLogger(__name__)
 
 
+#: Seconds an ended attempt's heartbeat may take to finish the statement it is in.
+HEARTBEAT_STOP_WAIT = 5.0
+
 #: Outcomes after which the task is final, so its project hears of it.
 _ENDINGS = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED})
 
@@ -209,19 +212,31 @@ class Worker:
         # at any point after the commit finds the attempt and interrupts it (before the
         # commit its guard simply fails, and an interrupt has nothing to undo).
         self._attempts[task_id] = attempt
-        heartbeat = asyncio.create_task(self._heartbeat(delivery, attempt))
+        done = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(delivery, attempt, done))
         try:
             return await attempt.run()
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            # Told to stop rather than cancelled: a cancel landing inside its statement
+            # would hand the pool a connection with that statement still running
+            # (sqlalchemy#6592), and the next user of it would fail. A heartbeat stuck
+            # on a database that does not answer is cancelled after a while all the same.
+            done.set()
+            _, stuck = await asyncio.wait({heartbeat}, timeout=HEARTBEAT_STOP_WAIT)
+            for beat in stuck:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
 
-    async def _heartbeat(self, delivery: Delivery, attempt: Attempt) -> None:
+    async def _heartbeat(self, delivery: Delivery, attempt: Attempt, done: asyncio.Event) -> None:
         """Keep the session's lease while the attempt runs; a lost lease stops it (its
         fenced writes would fail anyway, this only makes it stop sooner)."""
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_interval):
+                    await done.wait()
+            if done.is_set():
+                return
             try:
                 alive = await self.bus.heartbeat(delivery)
             except Exception:
