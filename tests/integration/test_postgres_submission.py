@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from sqlalchemy import event, select
 
-from cloudops.bus.postgres import asyncpg_dsn
+from cloudops.bus.postgres import PostgresSessionBus, asyncpg_dsn
 from cloudops.db.models import BusSession, Environment, Task, TaskEvent
 from cloudops.domain import EventKind, TaskStatus
 from cloudops.runtime import Runtime
@@ -184,3 +184,22 @@ async def test_a_deployment_commits_its_environments_version_with_its_completed_
     async with runtime.db.read() as session:
         stored = await session.get(Environment, env.id)
     assert stored is not None and stored.current_version == "v7"
+
+
+async def test_the_submissions_notify_wakes_a_waiting_worker_at_once(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    """The bus's part of the statement includes its NOTIFY: a receiver that would
+    otherwise poll only every 30 s gets the task as soon as it is submitted."""
+    runtime = await quiet_runtime(runtime_factory)
+    receiver = PostgresSessionBus(runtime.db, poll_interval=30.0)
+    try:
+        waiting = asyncio.create_task(receiver.receive())
+        await asyncio.sleep(1.0)  # listening, found nothing, asleep until woken
+        assert not waiting.done()
+        result = await runtime.tasks.restart_workload(inputs.RestartWorkload("default", "web"))
+        assert result.value is not None, result.user_errors
+        delivery = await asyncio.wait_for(waiting, 5)
+        assert delivery.message.task_id == result.value.id
+    finally:
+        await receiver.close()
