@@ -14,11 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from sqlalchemy import CTE, ColumnElement
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from cloudops.db.models import Task
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +52,35 @@ class Delivery:
     fence: int
     #: Set by buses whose sessions are leased in the database (the PostgreSQL bus).
     lease: Lease | None = None
+    #: The task as the claim read it, where the claim reads it (the PostgreSQL bus): the
+    #: worker need not read it again. It may be a moment old; STARTED is written only if
+    #: the task is still at this version (its ``last_sequence``), so stale is harmless.
+    task: Task | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class InStatement:
-    """How a bus publishes a new task's message from the very statement that inserts the
-    task, so a submission is one statement (on PostgreSQL one round trip, no BEGIN or
-    COMMIT): the statement also runs ``ctes`` (data-modifying) and selects ``columns``,
-    with ``params(session_id)`` as their bind parameters."""
+class InStatement(Generic[K]):
+    """The bus's part of a statement the journal sends anyway, so the bus costs no round
+    trip of its own (on PostgreSQL: no BEGIN, no COMMIT): publishing a new task's message
+    from the statement that inserts the task (keyed by the session id), releasing a
+    session from the statement that writes its task's last event of the attempt (keyed
+    by the Lease). The statement also runs ``ctes`` (data-modifying) and selects
+    ``columns``, with ``params(key)`` as their bind parameters."""
 
     ctes: tuple[CTE, ...]
     columns: tuple[ColumnElement[Any], ...]
-    params: Callable[[str], dict[str, Any]]
+    params: Callable[[K], dict[str, Any]]
+
+    def bind(self, key: K) -> BoundInStatement:
+        return BoundInStatement(self, self.params(key))
+
+
+@dataclass(frozen=True, slots=True)
+class BoundInStatement:
+    """An InStatement with its parameters, ready to ride along in a statement."""
+
+    part: InStatement[Any]
+    params: dict[str, Any]
 
 
 class SessionBus(Protocol):
@@ -69,7 +90,11 @@ class SessionBus(Protocol):
     publishes_in_transaction: bool
     #: Where the bus can publish from the submitting statement itself (see InStatement);
     #: None: publish with :meth:`publish_in` or :meth:`publish`.
-    in_statement: InStatement | None
+    in_statement: InStatement[str] | None
+    #: Where the bus can release a leased session from the statement that writes the
+    #: attempt's last event (see InStatement; NOTIFY included): the caller then skips
+    #: :meth:`complete` / :meth:`defer`. None: release with those.
+    release_in_statement: InStatement[Lease] | None
 
     async def publish(self, message: TaskMessage) -> None:
         """Queue a message in its session (by ``order``); a duplicate task_id is ignored."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from cloudops.bus.base import BusClosed, Delivery, InStatement, TaskMessage
+from cloudops.bus.base import BusClosed, Delivery, InStatement, Lease, TaskMessage
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,7 +51,8 @@ class InMemorySessionBus:
     # -- publishing ---------------------------------------------------------------
     #: Its queues live in this process, not in the database: publish after commit.
     publishes_in_transaction = False
-    in_statement: InStatement | None = None
+    in_statement: InStatement[str] | None = None
+    release_in_statement: InStatement[Lease] | None = None
 
     async def publish_in(self, session: AsyncSession, message: TaskMessage) -> None:
         raise NotImplementedError("the in-process bus is published to after commit")

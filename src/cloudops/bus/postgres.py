@@ -26,14 +26,14 @@ from datetime import datetime
 from typing import cast
 
 import asyncpg
-from sqlalchemy import String, Table, bindparam, func, literal, text
+from sqlalchemy import String, Table, bindparam, func, literal, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudops.bus.base import BusClosed, Delivery, InStatement, Lease, TaskMessage
 from cloudops.bus.statistics import QueueStatistics
 from cloudops.db.engine import Database
-from cloudops.db.models import BusSession
+from cloudops.db.models import BusSession, Task
 from cloudops.db.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,11 @@ CANCEL_CHANNEL = "cloudops_cancel"
 # the statement's snapshot is checked again under its lock. The head comes from the
 # snapshot; if another worker ran it in between, the fresh read before STARTED (and its
 # guard) finds it no longer QUEUED and the session is simply released.
-_CLAIM = text("""
+#: The pick returns the whole task row, so the worker need not read it again.
+_TASKS = cast(Table, Task.__table__)
+_CLAIM = text(f"""
 WITH pick AS (
-    SELECT s.entity_id, t.id, t.queue_seq, t.run_after
+    SELECT s.entity_id AS claim_entity, {", ".join(f"t.{c.name}" for c in _TASKS.c)}
     FROM tasks t JOIN bus_sessions s ON s.entity_id = t.entity_id
     WHERE t.status IN ('QUEUED', 'RUNNING')
       AND (t.run_after IS NULL OR t.run_after <= now())
@@ -68,9 +70,11 @@ WITH pick AS (
 UPDATE bus_sessions s
 SET owner = :owner, lease_until = now() + make_interval(secs => :lease),
     fence = s.fence + 1, task_id = pick.id
-FROM pick WHERE s.entity_id = pick.entity_id
-RETURNING s.entity_id, s.fence, pick.id AS task_id, pick.queue_seq, pick.run_after
-""")
+FROM pick WHERE s.entity_id = pick.claim_entity
+RETURNING s.fence AS claim_fence, pick.*
+""").columns(**{c.name: c.type for c in _TASKS.c})
+#: (attribute, column name) of the Task columns: they differ for ``meta``.
+_TASK_ATTRIBUTES = [(a.key, a.columns[0].name) for a in Task.__mapper__.column_attrs]
 
 # Every entity with work has a session row, created with its first task (in the
 # submission's transaction), so the claim can join on it; NOTIFY is delivered at commit.
@@ -84,7 +88,7 @@ SELECT pg_notify(:channel, '')
 """)
 
 #: The same, as the part of a submission's one statement (see InStatement).
-_IN_SUBMISSION = InStatement(
+_IN_SUBMISSION: InStatement[str] = InStatement(
     ctes=(
         pg_insert(cast(Table, BusSession.__table__))
         .values(entity_id=bindparam("bus_entity"), owner=None, lease_until=None, fence=0)
@@ -93,6 +97,31 @@ _IN_SUBMISSION = InStatement(
     ),
     columns=(func.pg_notify(bindparam("bus_channel", type_=String), literal("")).label("woken"),),
     params=lambda session_id: {"bus_entity": session_id, "bus_channel": CHANNEL},
+)
+
+_SESSIONS = cast(Table, BusSession.__table__)
+
+#: Releasing the session from the statement that writes the attempt's last event: the
+#: task's final state, the free session and the NOTIFY that wakes a worker for the
+#: entity's next task all commit at once, in one round trip. Fenced like every release.
+_RELEASE_IN_STATEMENT: InStatement[Lease] = InStatement(
+    ctes=(
+        update(_SESSIONS)
+        .where(
+            _SESSIONS.c.entity_id == bindparam("r_entity"),
+            _SESSIONS.c.owner == bindparam("r_owner"),
+            _SESSIONS.c.fence == bindparam("r_fence"),
+        )
+        .values(owner=None, lease_until=None, task_id=None)
+        .cte("released"),
+    ),
+    columns=(func.pg_notify(bindparam("r_channel", type_=String), literal("")).label("woken"),),
+    params=lambda lease: {
+        "r_entity": lease.entity_id,
+        "r_owner": lease.owner,
+        "r_fence": lease.fence,
+        "r_channel": CHANNEL,
+    },
 )
 
 _RELEASE_AND_WAKE = text("""
@@ -217,7 +246,8 @@ class PostgresSessionBus:
     #: The task row is the message and NOTIFY is delivered at commit: a submission wakes
     #: workers from inside its own transaction, with no second one.
     publishes_in_transaction = True
-    in_statement: InStatement | None = _IN_SUBMISSION
+    in_statement: InStatement[str] | None = _IN_SUBMISSION
+    release_in_statement: InStatement[Lease] | None = _RELEASE_IN_STATEMENT
 
     async def publish(self, message: TaskMessage) -> None:
         """The task row is the message (committed by the caller); this makes sure its
@@ -273,9 +303,11 @@ class PostgresSessionBus:
             self.statistics.claim_took(time.perf_counter() - began)
         if row is None:
             return None
-        lease = Lease(row.entity_id, self.owner, int(row.fence))
-        message = TaskMessage(row.task_id, row.entity_id, row.queue_seq, row.run_after)
-        return Delivery(message, int(row.fence), lease)
+        fence = int(row.claim_fence)
+        values = row._mapping
+        task = Task(**{attribute: values[name] for attribute, name in _TASK_ATTRIBUTES})
+        message = TaskMessage(task.id, task.entity_id, task.queue_seq, task.run_after)
+        return Delivery(message, fence, Lease(task.entity_id, self.owner, fence), task)
 
     async def _release(self, delivery: Delivery) -> None:
         assert delivery.lease is not None

@@ -462,7 +462,9 @@ class TaskService:
             messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq))
         return Result(task)  # exactly the row just committed: no need to read it back
 
-    async def _submit_in_statement(self, draft: Draft, org: str, bus: InStatement) -> Result[Task]:
+    async def _submit_in_statement(
+        self, draft: Draft, org: str, bus: InStatement[str]
+    ) -> Result[Task]:
         """PostgreSQL: the checks are reads; then the task, its QUEUED event, its queue
         position and its bus message are one statement, one round trip in all (a sandbox
         adds its environment row first, in a transaction). The checks need no transaction
@@ -477,7 +479,7 @@ class TaskService:
         return Result(task)
 
     async def _insert(
-        self, txn: JournalTransaction, draft: Draft, org: str, bus: InStatement | None = None
+        self, txn: JournalTransaction, draft: Draft, org: str, bus: InStatement[str] | None = None
     ) -> Task:
         handler = self.registry.get(draft.type)
         names = [step.name for step in handler.plan(draft.input)]

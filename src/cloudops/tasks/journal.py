@@ -25,7 +25,7 @@ import sqlalchemy
 from sqlalchemy import Insert, Select, Table, Update, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudops.bus.base import InStatement, Lease
+from cloudops.bus.base import BoundInStatement, InStatement, Lease
 from cloudops.db.engine import Database
 from cloudops.db.models import Artifact, BusSession, Task, TaskEvent
 from cloudops.db.types import new_id, utcnow
@@ -44,6 +44,9 @@ class Guard:
     attempt: int | None = None
     #: On a shared database: write only while this lease is still ours.
     lease: Lease | None = None
+    #: Write only if the task is still at this version (its ``last_sequence``): nothing
+    #: has happened to it since the writer read it.
+    sequence: int | None = None
 
 
 class TaskState(Protocol):
@@ -149,7 +152,7 @@ _BEFORE = _TASKS.alias("before")
 
 @functools.lru_cache(maxsize=512)
 def _guarded_update(
-    attributes: tuple[str, ...], attempt: bool, lease: bool, count: int = 1
+    attributes: tuple[str, ...], attempt: bool, lease: bool, count: int = 1, sequence: bool = False
 ) -> Update:
     """The guarded UPDATE … RETURNING for one shape of write, built once with bind
     parameters: building SQLAlchemy expressions per write cost more CPU than the write.
@@ -161,6 +164,8 @@ def _guarded_update(
     ]
     if attempt:
         conditions.append(_TASKS.c.attempt == bindparam("g_attempt"))
+    if sequence:
+        conditions.append(_TASKS.c.last_sequence == bindparam("g_sequence"))
     if lease:
         sessions = cast(Table, BusSession.__table__)
         conditions.append(
@@ -189,16 +194,24 @@ EventShape = tuple[bool, bool]
 
 @functools.lru_cache(maxsize=512)
 def _guarded_append(
-    attributes: tuple[str, ...], attempt: bool, lease: bool, events: tuple[EventShape, ...]
+    attributes: tuple[str, ...],
+    attempt: bool,
+    lease: bool,
+    events: tuple[EventShape, ...],
+    sequence: bool = False,
+    bus: InStatement[Any] | None = None,
 ) -> Select[Any]:
     """PostgreSQL: the guarded UPDATE and the inserts of its events in one statement (a
     data-modifying CTE): one round trip for any number of events of one task. Each event
     carries the task's status and progress right after it: the last one the updated row's,
     an earlier one what the values up to it set, else the row's before the update. No
-    row: the guard failed and nothing was written."""
+    row: the guard failed and nothing was written (the bus's part, ``bus``, runs all the
+    same: it must be harmless then, as a release fenced by the lost lease is)."""
     count = len(events)
-    updated = _guarded_update(attributes, attempt, lease, count).cte("updated")
-    statement = select(updated)
+    updated = _guarded_update(attributes, attempt, lease, count, sequence).cte("updated")
+    statement = select(updated, *(bus.columns if bus is not None else ()))
+    if bus is not None:
+        statement = statement.add_cte(*bus.ctes)
     for index, (says_status, says_progress) in enumerate(events):
         last = index == count - 1
 
@@ -241,7 +254,7 @@ _TASK_ENTITY = bindparam("t_entity_id", type_=_TASKS.c.entity_id.type)
 
 
 @functools.lru_cache(maxsize=8)
-def _submission(bus: InStatement | None) -> Select[Any]:
+def _submission(bus: InStatement[str] | None) -> Select[Any]:
     """PostgreSQL: a new task and its first event in one statement (the event's foreign
     key is checked at the end of the statement, when the task row is there), with the
     bus's part when it has one. The task's queue position comes from a sequence, taken
@@ -283,7 +296,7 @@ class JournalTransaction:
         self._one_append = one_append
 
     async def insert(
-        self, task: Task, kind: EventKind, message: str, bus: InStatement | None = None
+        self, task: Task, kind: EventKind, message: str, bus: InStatement[str] | None = None
     ) -> EventRecord:
         """Insert a new task (its row as given, ``last_sequence`` 1) with its first event:
         no guard is needed for a row nobody else can see yet, so no UPDATE either. On
@@ -321,11 +334,17 @@ class JournalTransaction:
         return appended[-1] if appended is not None else None
 
     async def append_all(
-        self, task_id: str, guard: Guard, changes: Sequence[Change]
+        self,
+        task_id: str,
+        guard: Guard,
+        changes: Sequence[Change],
+        *,
+        bus: BoundInStatement | None = None,
     ) -> list[Appended] | None:
         """Apply the changes to one task and append their events in order, as one write:
         ``guard`` is checked before the first, the others follow from it. On PostgreSQL
-        one statement, however many events. None when the guard no longer holds (on
+        one statement, however many events, which also runs ``bus`` (the bus's part, e.g.
+        releasing the session; PostgreSQL only). None when the guard no longer holds (on
         SQLite an earlier event of the batch may then be written: roll back)."""
         if self._one_append and self.events:
             raise RuntimeError("a one_append transaction appends one event only")
@@ -342,7 +361,11 @@ class JournalTransaction:
             params["g_entity"] = guard.lease.entity_id
             params["g_owner"] = guard.lease.owner
             params["g_fence"] = guard.lease.fence
+        if guard.sequence is not None:
+            params["g_sequence"] = guard.sequence
         if self.session.get_bind().dialect.name != "postgresql":
+            if bus is not None:
+                raise ValueError("a bus's part rides only in a PostgreSQL statement")
             return await self._append_each(task_id, guard, changes, params)
         merged: dict[str, Any] = {}
         shapes: list[EventShape] = []
@@ -367,8 +390,15 @@ class JournalTransaction:
                 }
             )
         params.update((f"v_{attribute}", value) for attribute, value in merged.items())
+        if bus is not None:
+            params.update(bus.params)
         statement = _guarded_append(
-            tuple(merged), guard.attempt is not None, guard.lease is not None, tuple(shapes)
+            tuple(merged),
+            guard.attempt is not None,
+            guard.lease is not None,
+            tuple(shapes),
+            guard.sequence is not None,
+            bus.part if bus is not None else None,
         )
         row = (await self.session.execute(statement, params)).one_or_none()
         if row is None:
@@ -408,8 +438,13 @@ class JournalTransaction:
         for change in changes:
             now = change.at or utcnow()
             values = {f"v_{attribute}": value for attribute, value in change.values.items()}
-            shape = (tuple(change.values), guard.attempt is not None, guard.lease is not None)
-            statement = _guarded_update(*shape)
+            statement = _guarded_update(
+                tuple(change.values),
+                guard.attempt is not None,
+                guard.lease is not None,
+                1,
+                "g_sequence" in params,
+            )
             row = (
                 await self.session.execute(statement, {**params, **values, "g_now": now})
             ).one_or_none()
@@ -435,6 +470,8 @@ class JournalTransaction:
                 params["g_statuses"] = [change.values["status"]]
             if "attempt" in change.values and guard.attempt is not None:
                 params["g_attempt"] = change.values["attempt"]
+            if "g_sequence" in params:
+                params["g_sequence"] = row.last_sequence
         return results
 
     async def _add_event(

@@ -13,7 +13,7 @@ import logging
 
 from sqlalchemy import select
 
-from cloudops.bus.base import BusClosed, Delivery, SessionBus
+from cloudops.bus.base import BoundInStatement, BusClosed, Delivery, SessionBus
 from cloudops.db.models import Task
 from cloudops.db.types import utcnow
 from cloudops.domain import EventKind, TaskStatus
@@ -148,7 +148,9 @@ class Worker:
             if ran is not None:
                 project_id = ran.task.project_id
         try:
-            if result.outcome == Outcome.RETRY:
+            if result.released:
+                pass  # by the attempt's last write, in the same statement
+            elif result.outcome == Outcome.RETRY:
                 await self.bus.defer(delivery, result.run_after)
             elif result.outcome == Outcome.LOST:
                 await self.bus.release(delivery)
@@ -167,8 +169,11 @@ class Worker:
 
     async def _run(self, delivery: Delivery) -> AttemptResult:
         task_id = delivery.message.task_id
-        async with self.journal.db.read() as session:
-            task = await session.get(Task, task_id)
+        task = delivery.task
+        if task is None or task.status != TaskStatus.QUEUED:
+            # Not read by the claim, or not simply next in line: read it as it is now.
+            async with self.journal.db.read() as session:
+                task = await session.get(Task, task_id)
         if task is not None and task.status == TaskStatus.RUNNING and delivery.lease is not None:
             # We hold the session, yet its head is RUNNING: the worker that ran it lost
             # its lease (it died or stalled). Take over as attempt + 1.
@@ -206,7 +211,12 @@ class Worker:
                 message=f"attempt {task.attempt} of {task.max_attempts}",
                 at=now,
             ),
-            start_guard=Guard({TaskStatus.QUEUED}, task.attempt, delivery.lease),
+            # Only if nothing happened to the task since it was read (the claim's read
+            # may be a moment old).
+            start_guard=Guard(
+                {TaskStatus.QUEUED}, task.attempt, delivery.lease, task.last_sequence
+            ),
+            release=self._release_in_statement(delivery),
         )
         # Registered before STARTED commits (with the attempt's first write), so a shutdown
         # at any point after the commit finds the attempt and interrupts it (before the
@@ -227,6 +237,12 @@ class Worker:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
+
+    def _release_in_statement(self, delivery: Delivery) -> BoundInStatement | None:
+        part = self.bus.release_in_statement
+        if part is None or delivery.lease is None:
+            return None
+        return part.bind(delivery.lease)
 
     async def _heartbeat(self, delivery: Delivery, attempt: Attempt, done: asyncio.Event) -> None:
         """Keep the session's lease while the attempt runs; a lost lease stops it (its
