@@ -740,9 +740,10 @@ async def test_overflow_error_text_reaches_the_graphql_client(
     try:
         await wait_subscribers(live, base + 1)
         # A burst on the broadcast (as many tasks or other processes would produce),
-        # published without yielding: the subscription's 1-event buffer overflows.
-        for event in burst:
-            await live.runtime.hub.publish(event)
+        # posted without yielding: it goes out as one batch, and the subscription's
+        # 1-event buffer overflows.
+        posted = [live.runtime.hub.post(event) for event in burst]
+        await asyncio.gather(*posted)
         with pytest.raises(TransportQueryError) as raised:
             async with asyncio.timeout(10):
                 await consumer

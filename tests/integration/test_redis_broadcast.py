@@ -6,16 +6,20 @@ Each test runs its own redis-server, so it can be killed without touching anythi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis import asyncio as redis
 
 from cloudops.domain import EventKind, TaskStatus, TaskType
 from cloudops.events.broadcast import create_broadcast
 from cloudops.events.hub import BroadcastLost, BroadcastUnavailable, EventHub
 from cloudops.events.records import EventRecord
+from cloudops.runtime import Runtime
+from cloudops.services import inputs
 from tests.redis_server import RedisServer
 
 
@@ -188,3 +192,62 @@ async def test_the_hub_starts_while_redis_is_down(tmp_path: Path) -> None:
     finally:
         await hub.stop()
         server.stop()
+
+
+@pytest.mark.parametrize("runtime_factory", ["sqlite"], indirect=True)
+async def test_a_submission_does_not_wait_for_redis_and_its_event_still_arrives(
+    redis_server: RedisServer,
+    runtime_factory: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis holds every PUBLISH for a minute (CLIENT PAUSE WRITE). A mutation's write is
+    committed and its QUEUED event queued for the broadcast: the mutation returns at once
+    instead of waiting for Redis (it used to wait until the publish timed out, 2
+    heartbeats, and then the event was given up). Once Redis answers again, the event
+    reaches another process's subscriber, and nothing was logged as failed."""
+    runtime: Runtime = await runtime_factory(
+        run_worker=False, broadcast_url=redis_server.url, broadcast_heartbeat=30.0
+    )
+    listener = EventHub(lambda: create_broadcast(redis_server.url), heartbeat_interval=30.0)
+    await listener.start()
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        async with listener.subscribe(lambda e: e.kind == EventKind.QUEUED) as sub:
+            await admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+            try:
+                result = await asyncio.wait_for(
+                    runtime.tasks.restart_workload(inputs.RestartWorkload("default", "web")), 20
+                )
+            finally:
+                await admin.execute_command("CLIENT", "UNPAUSE")
+            assert result.value is not None, result.user_errors
+            async with asyncio.timeout(10):
+                got = await anext(aiter(sub))
+        assert got.task_id == result.value.id
+        assert "broadcast_failed" not in [getattr(r, "action", None) for r in caplog.records]
+    finally:
+        await admin.aclose()
+        await listener.stop()
+
+
+async def test_events_posted_just_before_a_stop_still_go_out(redis_server: RedisServer) -> None:
+    """A worker's last events are posted, not awaited, and then the process stops: the
+    stop sends what is queued before it disconnects."""
+    publisher, listener = hub_on(redis_server.url), hub_on(redis_server.url)
+    await publisher.start()
+    await listener.start()
+    try:
+        async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
+            posted = [publisher.post(event(n)) for n in range(1, 201)]
+            await publisher.stop()
+            assert all(sent.done() and sent.exception() is None for sent in posted)
+            received: list[int] = []
+            async with asyncio.timeout(10):
+                async for got in sub:
+                    received.append(got.sequence)
+                    if len(received) == 200:
+                        break
+        assert received == list(range(1, 201))
+    finally:
+        await publisher.stop()
+        await listener.stop()

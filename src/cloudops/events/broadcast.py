@@ -18,13 +18,20 @@ from redis import asyncio as redis
 
 
 class Broadcast(Protocol):
-    """Publish text on a channel; listen to a channel as an async stream of texts."""
+    """Publish text on a channel; listen to a channel as an async stream of texts.
+
+    ``post`` queues a publish at once, in call order, and returns a future that says how
+    it went: whoever only needs the message on its way (the journal, after a commit)
+    need not wait for the backend. ``publish`` waits. ``disconnect`` first sends what is
+    queued, for a moment."""
 
     name: str
 
     async def connect(self) -> None: ...
 
     async def disconnect(self) -> None: ...
+
+    def post(self, channel: str, message: str) -> asyncio.Future[None]: ...
 
     async def publish(self, channel: str, message: str) -> None: ...
 
@@ -33,23 +40,84 @@ class Broadcast(Protocol):
     ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[str]]: ...
 
 
-class BroadcasterBroadcast:
+#: Seconds ``disconnect`` gives the publishes still queued to go out.
+DRAIN_TIMEOUT = 2.0
+
+_Queued = tuple[str, str, "asyncio.Future[None]"]
+
+
+class _Outbox:
+    """Publishes queued in call order and sent by one task, a batch at a time: what was
+    queued while a batch was on the wire goes out next, together."""
+
+    def __init__(self) -> None:
+        self._outbox: list[_Queued] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    def post(self, channel: str, message: str) -> asyncio.Future[None]:
+        sent = asyncio.get_running_loop().create_future()
+        self._outbox.append((channel, message, sent))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(), name="broadcast-publish")
+        return sent
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.post(channel, message)
+
+    async def _send_batch(self, batch: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    async def _send(self) -> None:
+        batch: list[_Queued] = []
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                try:
+                    await self._send_batch([(channel, message) for channel, message, _ in batch])
+                except Exception as exc:
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+                batch = []
+        except asyncio.CancelledError:
+            _settle(batch + self._outbox, ConnectionError("broadcast closed while publishing"))
+            self._outbox = []
+            raise
+        finally:
+            self._sender = None
+
+    async def _drain(self) -> None:
+        """Let what is queued go out (for a moment), then stop the sender."""
+        sender = self._sender
+        if sender is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await asyncio.shield(sender)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+
+class BroadcasterBroadcast(_Outbox):
     """``memory://`` inside one process; ``redis://`` or ``postgres://`` across processes."""
 
     def __init__(self, url: str) -> None:
-        self.name = urlparse(url).scheme.replace("rediss", "redis")
-        if self.name == "postgresql":
-            self.name = "postgres"
+        super().__init__()
+        scheme = urlparse(url).scheme.replace("rediss", "redis")
+        self.name = "postgres" if scheme == "postgresql" else scheme
         self._broadcaster = _Broadcaster(url)
 
     async def connect(self) -> None:
         await self._broadcaster.connect()
 
     async def disconnect(self) -> None:
+        await self._drain()
         await self._broadcaster.disconnect()
 
-    async def publish(self, channel: str, message: str) -> None:
-        await self._broadcaster.publish(channel=channel, message=message)
+    async def _send_batch(self, batch: list[tuple[str, str]]) -> None:
+        for channel, message in batch:
+            await self._broadcaster.publish(channel=channel, message=message)
 
     @contextlib.asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
@@ -66,20 +134,21 @@ class BroadcasterBroadcast:
             yield texts()
 
 
-class RedisBroadcast:
+class RedisBroadcast(_Outbox):
     """``redis://`` on redis-py's asyncio pub/sub, written here rather than taken from
     broadcaster: broadcaster 0.3.1's Redis backend starts listening before its SUBSCRIBE
     completes, and with redis-py 8 its listener then waits forever and delivers nothing.
-    A lost connection surfaces as an error from the stream, which the hub handles."""
+    A lost connection surfaces as an error from the stream, which the hub handles.
+    Publishes queued while a batch is on the wire go out as one pipeline (one write and
+    one read for all of them): a worker running many tasks otherwise pays a round trip
+    per event."""
 
     name = "redis"
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self._url = url
         self._client: redis.Redis | None = None
-        #: Publishes waiting for the one being sent: they go out next, together.
-        self._outbox: list[tuple[str, str, asyncio.Future[None]]] = []
-        self._sender: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self._client = redis.Redis.from_url(
@@ -88,48 +157,21 @@ class RedisBroadcast:
         await self._client.ping()
 
     async def disconnect(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+        await self._drain()
         if self._client is not None:
             await self._client.aclose()
 
-    async def publish(self, channel: str, message: str) -> None:
-        """Publishes made while another is on the wire are sent after it as one pipeline
-        (one write and one read for all of them, in the order they were made): a worker
-        running many tasks otherwise pays a round trip per event."""
-        assert self._client is not None, "connect() first"
-        sent = asyncio.get_running_loop().create_future()
-        self._outbox.append((channel, message, sent))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send(self._client), name="redis-publish")
-        await sent
-
-    async def _send(self, client: redis.Redis) -> None:
-        batch: list[tuple[str, str, asyncio.Future[None]]] = []
-        try:
-            while self._outbox:
-                batch, self._outbox = self._outbox, []
-                try:
-                    if len(batch) == 1:
-                        await client.publish(batch[0][0], batch[0][1])
-                    else:
-                        pipe = client.pipeline(transaction=False)
-                        for channel, message, _ in batch:
-                            pipe.publish(channel, message)
-                        await pipe.execute()
-                except Exception as exc:
-                    _settle(batch, exc)
-                else:
-                    _settle(batch, None)
-                batch = []
-        except asyncio.CancelledError:
-            _settle(batch + self._outbox, ConnectionError("broadcast closed while publishing"))
-            self._outbox = []
-            raise
-        finally:
-            self._sender = None
+    async def _send_batch(self, batch: list[tuple[str, str]]) -> None:
+        client = self._client
+        if client is None:
+            raise ConnectionError("connect() first")
+        if len(batch) == 1:
+            await client.publish(*batch[0])
+            return
+        pipe = client.pipeline(transaction=False)
+        for channel, message in batch:
+            pipe.publish(channel, message)
+        await pipe.execute()
 
     @contextlib.asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

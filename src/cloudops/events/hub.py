@@ -203,6 +203,15 @@ class EventHub:
     async def publish(self, event: EventRecord) -> None:
         await self._publish_text(event.to_json())
 
+    def post(self, event: EventRecord) -> asyncio.Future[None]:
+        """Queue the event for the backend now, after those posted before it, without
+        waiting for the backend: the future says how it went. Raises
+        :class:`BroadcastUnavailable` at once while disconnected."""
+        broadcast = self._current
+        if broadcast is None or not self.connected:
+            raise BroadcastUnavailable(f"{self.backend_name} broadcast is disconnected")
+        return broadcast.post(CHANNEL, event.to_json())
+
     async def _publish_text(self, text: str, channel: str = CHANNEL) -> None:
         broadcast = self._current
         if broadcast is None or not self.connected:

@@ -13,9 +13,11 @@ stored events and the broadcast ones are the same events (invariant 3).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -525,6 +527,7 @@ class Journal:
     def __init__(self, db: Database, hub: EventHub) -> None:
         self.db = db
         self.hub = hub
+        self._warned_at = float("-inf")
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, one_append: bool = False) -> AsyncIterator[JournalTransaction]:
@@ -534,18 +537,37 @@ class Journal:
         async with self.db.write(one_statement=one_append) as session:
             txn = JournalTransaction(session, one_append=one_append)
             yield txn
-        await self.publish(txn.events)
+        self.publish(txn.events)
 
-    async def publish(self, events: list[EventRecord]) -> None:
-        """Broadcast committed events. A broadcast failure loses nothing: the database has
-        them and subscribers catch up through ``afterSequence``."""
+    def publish(self, events: list[EventRecord]) -> None:
+        """Broadcast committed events, in order, without waiting for the backend: the
+        write is done, and its caller (a mutation, the attempt's next step) need not
+        wait for a round trip to Redis. A broadcast failure loses nothing: the database
+        has the events, and subscribers fill a gap from it or resume with
+        ``afterSequence``."""
         for event in events:
             try:
-                await self.hub.publish(event)
-            except Exception:
-                log.warning(
-                    "broadcast failed; subscribers will catch up from the database",
-                    extra={"action": "broadcast_failed", "task_id": event.task_id},
-                    exc_info=True,
-                )
+                sent = self.hub.post(event)
+            except Exception as exc:
+                self._broadcast_failed(event.task_id, exc)
                 return
+            sent.add_done_callback(functools.partial(self._after_post, event.task_id))
+
+    def _after_post(self, task_id: str, sent: asyncio.Future[None]) -> None:
+        if sent.cancelled():
+            return
+        error = sent.exception()
+        if error is not None:
+            self._broadcast_failed(task_id, error)
+
+    def _broadcast_failed(self, task_id: str, error: BaseException) -> None:
+        """One warning a second at most: with the backend gone, every event fails."""
+        now = time.monotonic()
+        if now - self._warned_at < 1.0:
+            return
+        self._warned_at = now
+        log.warning(
+            "broadcast failed; subscribers will catch up from the database: %s",
+            error or type(error).__name__,
+            extra={"action": "broadcast_failed", "task_id": task_id},
+        )
