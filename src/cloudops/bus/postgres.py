@@ -45,10 +45,10 @@ CANCEL_CHANNEL = "cloudops_cancel"
 # with nothing earlier queued on its entity, walked in queue order over the active tasks'
 # partial index) whose session is free or expired. SKIP LOCKED: a session row that another
 # worker is claiming right now is skipped, not waited for, and a row that changed since
-# the statement's snapshot is checked again under its lock. The head comes from the
-# snapshot; if another worker ran it in between, the fresh read before STARTED (and its
-# guard) finds it no longer QUEUED and the session is simply released.
-#: The pick returns the whole task row, so the worker need not read it again.
+# the statement's snapshot is checked again under its lock. The head, returned whole so
+# that the worker need not read it again, comes from the snapshot: if something happened
+# to it in between, STARTED's guard (the status, attempt and last_sequence read here)
+# fails, the session is released, and the next claim reads the task afresh.
 _TASKS = cast(Table, Task.__table__)
 _CLAIM = text(f"""
 WITH pick AS (
