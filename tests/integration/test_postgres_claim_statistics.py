@@ -99,3 +99,19 @@ async def test_a_worker_claiming_from_a_grown_queue_analyzes_it_without_being_as
         while not await analyzed(worker):  # noqa: ASYNC110 (statistics have no event to wait on)
             await asyncio.sleep(0.1)
     assert statistics_of(worker).analyzed >= 1
+
+
+async def test_closing_lets_a_check_in_flight_finish_instead_of_cancelling_it(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    """A cancel landing inside the check's statement would hand the pool a connection
+    still busy with it; closing waits for the check (a few milliseconds) instead."""
+    runtime: Runtime = await runtime_factory(run_worker=False)
+    statistics = statistics_of(runtime)
+    await submitted(runtime, 120)
+    statistics.claimed()
+    check = statistics._check
+    assert check is not None and not check.done()
+    await statistics.close()
+    assert check.done() and not check.cancelled()
+    assert statistics.analyzed == 1

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: At most one look at the statistics this often (seconds).
 CHECK_EVERY = 1.0
+#: Seconds closing waits for a check in flight before cancelling it.
+CLOSE_WAIT = 5.0
 #: pg_try_advisory_xact_lock key: one ANALYZE of the queue tables at a time.
 _LOCK_KEY = 0x636C6F75  # "clou"
 
@@ -92,7 +94,14 @@ class QueueStatistics:
             )
 
     async def close(self) -> None:
-        if self._check is not None:
-            self._check.cancel()
+        """Let a check in flight finish (it is a few milliseconds) rather than cancel it
+        mid-statement, which would hand the pool a connection still busy with it
+        (sqlalchemy#6592); one stuck on a database that does not answer is cancelled."""
+        check = self._check
+        if check is None:
+            return
+        await asyncio.wait({check}, timeout=CLOSE_WAIT)
+        if not check.done():
+            check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._check
+                await check
