@@ -16,7 +16,7 @@ from redis import asyncio as redis
 
 from cloudops.domain import EventKind, TaskStatus, TaskType
 from cloudops.events.broadcast import create_broadcast
-from cloudops.events.hub import BroadcastLost, BroadcastUnavailable, EventHub
+from cloudops.events.hub import BroadcastLost, BroadcastUnavailable, EventHub, Subscription
 from cloudops.events.records import EventRecord
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
@@ -51,6 +51,17 @@ def event(sequence: int) -> EventRecord:
 
 def hub_on(url: str) -> EventHub:
     return EventHub(lambda: create_broadcast(url), heartbeat_interval=0.2, connect_timeout=2)
+
+
+async def sequences(sub: Subscription, count: int) -> list[int]:
+    """The sequences of the next ``count`` events the subscription gets."""
+    received: list[int] = []
+    async with asyncio.timeout(10):
+        async for got in sub:
+            received.append(got.sequence)
+            if len(received) == count:
+                break
+    return received
 
 
 async def reconnected(hub: EventHub) -> None:
@@ -124,12 +135,7 @@ async def test_concurrent_publishes_all_arrive_in_the_order_they_were_made(
     try:
         async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
             await asyncio.gather(*(publisher.publish(event(n)) for n in range(1, 301)))
-            received: list[int] = []
-            async with asyncio.timeout(10):
-                async for got in sub:
-                    received.append(got.sequence)
-                    if len(received) == 300:
-                        break
+            received = await sequences(sub, 300)
         assert received == list(range(1, 301))
     finally:
         await publisher.stop()
@@ -241,12 +247,7 @@ async def test_events_posted_just_before_a_stop_still_go_out(redis_server: Redis
             posted = [publisher.post(event(n)) for n in range(1, 201)]
             await publisher.stop()
             assert all(sent.done() and sent.exception() is None for sent in posted)
-            received: list[int] = []
-            async with asyncio.timeout(10):
-                async for got in sub:
-                    received.append(got.sequence)
-                    if len(received) == 200:
-                        break
+            received = await sequences(sub, 200)
         assert received == list(range(1, 201))
     finally:
         await publisher.stop()

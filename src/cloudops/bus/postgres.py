@@ -86,10 +86,12 @@ WITH ensured AS (
 SELECT pg_notify(:channel, '')
 """)
 
+_SESSIONS = cast(Table, BusSession.__table__)
+
 #: The same, as the part of a submission's one statement (see InStatement).
 _IN_SUBMISSION: InStatement[str] = InStatement(
     ctes=(
-        pg_insert(cast(Table, BusSession.__table__))
+        pg_insert(_SESSIONS)
         .values(entity_id=bindparam("bus_entity"), owner=None, lease_until=None, fence=0)
         .on_conflict_do_nothing(index_elements=["entity_id"])
         .cte("bus_session"),
@@ -97,8 +99,6 @@ _IN_SUBMISSION: InStatement[str] = InStatement(
     columns=(func.pg_notify(bindparam("bus_channel", type_=String), literal("")).label("woken"),),
     params=lambda session_id: {"bus_entity": session_id, "bus_channel": CHANNEL},
 )
-
-_SESSIONS = cast(Table, BusSession.__table__)
 
 #: Releasing the session from the statement that writes the attempt's last event: the
 #: task's final state, the free session and the NOTIFY that wakes a worker for the

@@ -207,17 +207,18 @@ class EventHub:
         """Queue the event for the backend now, after those posted before it, without
         waiting for the backend: the future says how it went. Raises
         :class:`BroadcastUnavailable` at once while disconnected."""
+        return self._post_text(event.to_json())
+
+    def _post_text(self, text: str, channel: str = CHANNEL) -> asyncio.Future[None]:
         broadcast = self._current
         if broadcast is None or not self.connected:
             raise BroadcastUnavailable(f"{self.backend_name} broadcast is disconnected")
-        return broadcast.post(CHANNEL, event.to_json())
+        return broadcast.post(channel, text)
 
     async def _publish_text(self, text: str, channel: str = CHANNEL) -> None:
-        broadcast = self._current
-        if broadcast is None or not self.connected:
-            raise BroadcastUnavailable(f"{self.backend_name} broadcast is disconnected")
+        sent = self._post_text(text, channel)
         async with asyncio.timeout(max(self._heartbeat_interval, 1.0) * 2):
-            await broadcast.publish(channel, text)
+            await sent
 
     @contextlib.asynccontextmanager
     async def subscribe(self, matches: EventFilter) -> AsyncIterator[Subscription]:

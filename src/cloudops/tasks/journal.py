@@ -445,7 +445,7 @@ class JournalTransaction:
                 guard.attempt is not None,
                 guard.lease is not None,
                 1,
-                "g_sequence" in params,
+                guard.sequence is not None,
             )
             row = (
                 await self.session.execute(statement, {**params, **values, "g_now": now})
@@ -472,7 +472,7 @@ class JournalTransaction:
                 params["g_statuses"] = [change.values["status"]]
             if "attempt" in change.values and guard.attempt is not None:
                 params["g_attempt"] = change.values["attempt"]
-            if "g_sequence" in params:
+            if guard.sequence is not None:
                 params["g_sequence"] = row.last_sequence
         return results
 
