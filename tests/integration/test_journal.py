@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from cloudops.db.models import Task
 from cloudops.domain import EventKind, TaskStatus
@@ -146,6 +147,44 @@ async def test_a_batch_guard_is_checked_before_its_first_event_only(
     async with runtime.journal.transaction(one_append=True) as txn:
         appended = await txn.append_all(task.id, Guard({TaskStatus.QUEUED}, 1), changes)
     assert appended is not None
+    stored = await events_of(runtime, task.id)
+    assert [(e.sequence, e.kind, e.status) for e in stored] == [
+        (1, EventKind.QUEUED, TaskStatus.QUEUED),
+        (2, EventKind.STARTED, TaskStatus.RUNNING),
+        (3, EventKind.STEP_STARTED, TaskStatus.RUNNING),
+    ]
+
+
+@pytest.mark.parametrize("runtime_factory", ["sqlite"], indirect=True)
+async def test_on_sqlite_a_batch_inserts_its_events_in_one_statement_and_a_submission_numbers_itself(
+    runtime_factory: Any,
+) -> None:
+    """Each statement is a trip to SQLite's thread under the one write lock: a batch's
+    events go in one INSERT, and a task's queue position is computed by its own INSERT."""
+    runtime: Runtime = await runtime_factory(run_worker=False)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    positions = []
+    for name in ("a", "b", "a"):
+        result = await runtime.tasks.restart_workload(inputs.RestartWorkload("ns", name))
+        assert result.value is not None
+        positions.append(result.value.queue_seq)
+    assert positions == [1, 2, 3]
+    writes = [statement for statement in sent if not statement.startswith("SELECT environments")]
+    assert writes == ["INSERT INTO tasks", "INSERT INTO task_events"] * 3, "no read of max()"
+    task = result.value
+    sent.clear()
+    changes = [
+        Change(EventKind.STARTED, {"status": TaskStatus.RUNNING.value}),
+        Change(EventKind.STEP_STARTED, {"progress": 0.0}, step={"name": "restart"}),
+    ]
+    async with runtime.journal.transaction() as txn:
+        assert await txn.append_all(task.id, Guard({TaskStatus.QUEUED}, 1), changes)
+    assert sent == ["UPDATE tasks SET", "UPDATE tasks SET", "INSERT INTO task_events"]
     stored = await events_of(runtime, task.id)
     assert [(e.sequence, e.kind, e.status) for e in stored] == [
         (1, EventKind.QUEUED, TaskStatus.QUEUED),

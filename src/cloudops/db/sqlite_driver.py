@@ -5,8 +5,11 @@ calls per statement (open a cursor, execute, fetch, close), each a hand-off to t
 and back to the event loop: on the embedded default that was most of the wall time of a
 write transaction, which every worker waits for in turn (SQLite has one writer). Here the
 four happen in one function on the thread, and the cursor keeps what it returned
-(description, rowcount, lastrowid, rows). Everything else is SQLAlchemy's dialect as is;
-the engine uses this driver for ``sqlite+aiosqlite`` URLs (``db/engine.py``).
+(description, rowcount, lastrowid, rows). A transaction's ``BEGIN`` rides along with its
+first statement (``OneTripConnection.begin_with_next_statement``) rather than costing a trip
+of its own, and a transaction that sent nothing ends without one. Everything else is
+SQLAlchemy's dialect as is; the engine uses this driver for ``sqlite+aiosqlite`` URLs
+(``db/engine.py``).
 
 Written here rather than taken from a library because none offers it: it leans on
 ``aiosqlite.Connection._execute`` and SQLAlchemy's adapter classes, so both are pinned
@@ -19,7 +22,7 @@ import collections
 import sqlite3
 from collections.abc import Callable, Sequence
 from threading import Thread
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 from sqlalchemy.dialects import registry
@@ -34,28 +37,34 @@ from sqlalchemy.util.concurrency import await_
 
 DRIVERNAME = "sqlite+cloudops_aiosqlite"
 
-_Outcome = tuple[Any, int, int | None, list[Any] | None]
+_Outcome = tuple[Any, int, int | None, list[Any] | None, bool]
 
 
-def _run(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome:
+def _run(conn: sqlite3.Connection, operation: str, parameters: Any, begin: str | None) -> _Outcome:
     cursor = conn.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         if parameters is None:
             cursor.execute(operation)
         else:
             cursor.execute(operation, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else None
-        return description, cursor.rowcount, cursor.lastrowid, rows
+        return description, cursor.rowcount, cursor.lastrowid, rows, conn.in_transaction
     finally:
         cursor.close()
 
 
-def _run_many(conn: sqlite3.Connection, operation: str, seq: Sequence[Any]) -> _Outcome:
+def _run_many(
+    conn: sqlite3.Connection, operation: str, seq: Sequence[Any], begin: str | None
+) -> _Outcome:
     cursor = conn.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         cursor.executemany(operation, seq)
-        return cursor.description, cursor.rowcount, cursor.lastrowid, None
+        return cursor.description, cursor.rowcount, cursor.lastrowid, None, conn.in_transaction
     finally:
         cursor.close()
 
@@ -103,12 +112,24 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         return await self._on_thread(_run_many, operation, seq_of_parameters)
 
     async def _on_thread(
-        self, run: Callable[[sqlite3.Connection, str, Any], _Outcome], operation: Any, args: Any
+        self,
+        run: Callable[[sqlite3.Connection, str, Any, str | None], _Outcome],
+        operation: Any,
+        args: Any,
     ) -> OneTripCursor:
         """One trip: ``run`` on the connection's thread; keep what it returned."""
-        async with self._adapt_connection._execute_mutex:
-            outcome = await self._connection._execute(run, self._connection._conn, operation, args)
-        self._description, self._rowcount, self._lastrowid, rows = outcome
+        adapt = cast(OneTripConnection, self._adapt_connection)
+        async with adapt._execute_mutex:
+            begin, adapt._pending_begin = adapt._pending_begin, None
+            if begin is not None:
+                # Until the trip says otherwise: if the statement fails after its BEGIN
+                # succeeded, the rollback that follows must reach SQLite (one that
+                # finds no transaction is harmless).
+                adapt._in_transaction = True
+            outcome = await self._connection._execute(
+                run, self._connection._conn, operation, args, begin
+            )
+        self._description, self._rowcount, self._lastrowid, rows, adapt._in_transaction = outcome
         self._rows = collections.deque(rows or ())
         return self
 
@@ -120,8 +141,37 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("_in_transaction", "_pending_begin")
     _cursor_cls = OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._pending_begin: str | None = None
+        # Whether SQLite had a transaction open after this connection's last statement
+        # (read on the SQLite thread). The pool rolls back every connection it takes
+        # back, mostly right after a commit: with none open, that costs no trip.
+        self._in_transaction = False
+
+    def begin_with_next_statement(self, begin: str) -> None:
+        """Open the transaction (``begin`` is its BEGIN statement) in the same trip to
+        the SQLite thread as the next statement, not in one of its own."""
+        self._pending_begin = begin
+
+    def commit(self) -> None:
+        if self._has_transaction():
+            super().commit()  # if it fails, the transaction is still open: roll it back
+            self._in_transaction = False
+
+    def rollback(self) -> None:
+        if self._has_transaction():
+            super().rollback()
+            self._in_transaction = False
+
+    def _has_transaction(self) -> bool:
+        """Whether ending the transaction needs a trip: not when its BEGIN never left
+        (it is dropped) or when SQLite had none open after the last statement."""
+        self._pending_begin = None
+        return self._in_transaction
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

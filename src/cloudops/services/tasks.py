@@ -484,7 +484,6 @@ class TaskService:
         handler = self.registry.get(draft.type)
         names = [step.name for step in handler.plan(draft.input)]
         session: AsyncSession = txn.session
-        postgres = session.get_bind().dialect.name == "postgresql"
         if draft.new_environment is not None:
             session.add(draft.new_environment)
         now = utcnow()
@@ -507,8 +506,7 @@ class TaskService:
             meta=draft.options.metadata or {},
             dead_lettered=False,
             cancel_requested=False,
-            # On PostgreSQL the insert numbers it (JournalTransaction.insert).
-            queue_seq=None if postgres else await next_queue_seq(session, draft.entity_id),
+            queue_seq=None,  # the insert numbers it (JournalTransaction.insert)
             last_sequence=0,
             created_at=now,
             updated_at=now,

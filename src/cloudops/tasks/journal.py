@@ -242,7 +242,13 @@ def _guarded_append(
     return statement
 
 
-_INSERT_TASK = _TASKS.insert()
+#: SQLite: the task numbered in its own INSERT (one writer at a time, so max()+1 is safe),
+#: without a separate read of the last position.
+_INSERT_NUMBERED_TASK = (
+    _TASKS.insert()
+    .values(queue_seq=select(func.coalesce(func.max(_TASKS.c.queue_seq), 0) + 1).scalar_subquery())
+    .returning(_TASKS.c.queue_seq)
+)
 
 
 def _prefixed_insert(table: Table, prefix: str) -> Insert:
@@ -301,13 +307,15 @@ class JournalTransaction:
         self, task: Task, kind: EventKind, message: str, bus: InStatement[str] | None = None
     ) -> EventRecord:
         """Insert a new task (its row as given, ``last_sequence`` 1) with its first event:
-        no guard is needed for a row nobody else can see yet, so no UPDATE either. On
-        PostgreSQL one statement, which also numbers the task's queue position (set on
-        ``task``) and runs the bus's part; on SQLite the caller numbers it."""
+        no guard is needed for a row nobody else can see yet, so no UPDATE either. The
+        insert numbers the task's queue position (set on ``task``); on PostgreSQL it is one
+        statement with the event, which also runs the bus's part."""
         task.last_sequence = 1
         row = {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS}
         if self.session.get_bind().dialect.name != "postgresql":
-            await self.session.execute(_INSERT_TASK, row)
+            del row["queue_seq"]
+            result = await self.session.execute(_INSERT_NUMBERED_TASK, row)
+            task.queue_seq = result.scalar_one()
             return await self._add_event(task.id, 1, kind, task.created_at, task, message=message)
         record = _record(new_id(), task.id, 1, kind, task.created_at, task, None, message, None)
         params = {f"t_{key}": value for key, value in row.items() if key != "queue_seq"}
@@ -435,8 +443,10 @@ class JournalTransaction:
     async def _append_each(
         self, task_id: str, guard: Guard, changes: Sequence[Change], params: dict[str, Any]
     ) -> list[Appended] | None:
-        """SQLite: a guarded UPDATE and an INSERT per event, in the caller's transaction."""
+        """SQLite: a guarded UPDATE per event (each event carries the task's state right
+        after it), then one INSERT of all the events, in the caller's transaction."""
         results = []
+        records = []
         for change in changes:
             now = change.at or utcnow()
             values = {f"v_{attribute}": value for attribute, value in change.values.items()}
@@ -464,8 +474,7 @@ class JournalTransaction:
                 change.message,
                 stored,
             )
-            await self.session.execute(_INSERT_EVENT, _event_row(record))
-            self.events.append(record)
+            records.append(record)
             results.append(Appended(record, bool(row.cancel_requested)))
             # The next event's guard follows from this one (STARTED makes the task RUNNING).
             if "status" in change.values:
@@ -474,6 +483,9 @@ class JournalTransaction:
                 params["g_attempt"] = change.values["attempt"]
             if guard.sequence is not None:
                 params["g_sequence"] = row.last_sequence
+        # One statement for the batch (executemany: one trip to the SQLite thread).
+        await self.session.execute(_INSERT_EVENT, [_event_row(record) for record in records])
+        self.events.extend(records)
         return results
 
     async def _add_event(
