@@ -154,15 +154,21 @@ _BEFORE = _TASKS.alias("before")
 
 @functools.lru_cache(maxsize=512)
 def _guarded_update(
-    attributes: tuple[str, ...], attempt: bool, lease: bool, count: int = 1, sequence: bool = False
+    attributes: tuple[str, ...],
+    attempt: bool,
+    lease: bool,
+    count: int = 1,
+    sequence: bool = False,
+    statuses: int = 1,
 ) -> Update:
     """The guarded UPDATE … RETURNING for one shape of write, built once with bind
     parameters: building SQLAlchemy expressions per write cost more CPU than the write.
     ``count`` events at once: ``last_sequence`` moves by that many, and the row's status
-    and progress before the update come back too."""
+    and progress before the update come back too. ``statuses``: how many the guard
+    allows, each its own parameter (an expanding IN would be re-rendered per execution)."""
     conditions = [
         _TASKS.c.id == bindparam("g_task"),
-        _TASKS.c.status.in_(bindparam("g_statuses", expanding=True)),
+        _TASKS.c.status.in_([bindparam(f"g_status{i}") for i in range(statuses)]),
     ]
     if attempt:
         conditions.append(_TASKS.c.attempt == bindparam("g_attempt"))
@@ -202,6 +208,7 @@ def _guarded_append(
     events: tuple[EventShape, ...],
     sequence: bool = False,
     bus: InStatement[Any] | None = None,
+    statuses: int = 1,
 ) -> Select[Any]:
     """PostgreSQL: the guarded UPDATE and the inserts of its events in one statement (a
     data-modifying CTE): one round trip for any number of events of one task. Each event
@@ -210,7 +217,7 @@ def _guarded_append(
     row: the guard failed and nothing was written (the bus's part, ``bus``, runs all the
     same: it must be harmless then, as a release fenced by the lost lease is)."""
     count = len(events)
-    updated = _guarded_update(attributes, attempt, lease, count, sequence).cte("updated")
+    updated = _guarded_update(attributes, attempt, lease, count, sequence, statuses).cte("updated")
     statement = select(updated, *(bus.columns if bus is not None else ()))
     if bus is not None:
         statement = statement.add_cte(*bus.ctes)
@@ -362,7 +369,7 @@ class JournalTransaction:
             raise ValueError("append_all needs at least one change")
         params: dict[str, Any] = {
             "g_task": task_id,
-            "g_statuses": [s.value for s in guard.statuses],
+            **_status_params(guard.statuses),
             "g_now": changes[-1].at or utcnow(),
         }
         if guard.attempt is not None:
@@ -409,6 +416,7 @@ class JournalTransaction:
             tuple(shapes),
             guard.sequence is not None,
             bus.part if bus is not None else None,
+            len(guard.statuses),
         )
         row = (await self.session.execute(statement, params)).one_or_none()
         if row is None:
@@ -447,6 +455,7 @@ class JournalTransaction:
         after it), then one INSERT of all the events, in the caller's transaction."""
         results = []
         records = []
+        statuses = len(guard.statuses)
         for change in changes:
             now = change.at or utcnow()
             values = {f"v_{attribute}": value for attribute, value in change.values.items()}
@@ -456,6 +465,7 @@ class JournalTransaction:
                 guard.lease is not None,
                 1,
                 guard.sequence is not None,
+                statuses,
             )
             row = (
                 await self.session.execute(statement, {**params, **values, "g_now": now})
@@ -478,7 +488,8 @@ class JournalTransaction:
             results.append(Appended(record, bool(row.cancel_requested)))
             # The next event's guard follows from this one (STARTED makes the task RUNNING).
             if "status" in change.values:
-                params["g_statuses"] = [change.values["status"]]
+                params["g_status0"] = change.values["status"]
+                statuses = 1
             if "attempt" in change.values and guard.attempt is not None:
                 params["g_attempt"] = change.values["attempt"]
             if guard.sequence is not None:
@@ -504,6 +515,11 @@ class JournalTransaction:
         await self.session.execute(_INSERT_EVENT, _event_row(record))
         self.events.append(record)
         return record
+
+
+def _status_params(statuses: Collection[TaskStatus]) -> dict[str, str]:
+    """The guard's statuses as ``_guarded_update``'s parameters (in a stable order)."""
+    return {f"g_status{i}": status.value for i, status in enumerate(sorted(statuses))}
 
 
 def _record(
