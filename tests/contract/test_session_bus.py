@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from cloudops.bus import memory as memory_bus
 from cloudops.bus.base import BusClosed, Delivery, SessionBus, TaskMessage
 from cloudops.bus.memory import InMemorySessionBus
 from cloudops.bus.postgres import PostgresSessionBus, asyncpg_dsn
@@ -1157,6 +1158,35 @@ async def test_postgres_publish_in_wakes_at_commit_and_never_on_rollback() -> No
 async def test_in_process_bus_is_published_to_after_commit() -> None:
     bus = InMemorySessionBus()
     assert not bus.publishes_in_transaction
+    await bus.close()
+
+
+async def test_in_process_bus_hands_the_submitters_copy_to_the_first_receipt_only() -> None:
+    """The in-memory bus passes ``TaskMessage.snapshot`` on as ``Delivery.task`` (the worker
+    then needs no read), once: a redelivery (after a release, a retry's backoff) carries
+    none, and it keeps at most MAX_SNAPSHOTS of them."""
+    bus = InMemorySessionBus()
+    copy = Task(id="t1", status="QUEUED")
+    await bus.publish(TaskMessage("t1", "e1", 1, snapshot=copy))
+    first = await asyncio.wait_for(bus.receive(), WAIT)
+    assert first.task is copy
+    assert first.message.snapshot is None, "the queue keeps no copy"
+    await bus.release(first)
+    again = await asyncio.wait_for(bus.receive(), WAIT)
+    assert again.message.task_id == "t1" and again.task is None
+    await bus.complete(again)
+
+    many = memory_bus.MAX_SNAPSHOTS + 5
+    for n in range(many):
+        await bus.publish(TaskMessage(f"m{n}", f"s{n}", n, snapshot=Task(id=f"m{n}")))
+    received = [await asyncio.wait_for(bus.receive(), WAIT) for _ in range(many)]
+    with_copy = [d for d in received if d.task is not None]
+    assert len(with_copy) == memory_bus.MAX_SNAPSHOTS
+    assert all(d.task is not None and d.task.id == d.message.task_id for d in with_copy)
+    removed = Task(id="gone")
+    await bus.publish(TaskMessage("gone", "g", 1, snapshot=removed))
+    assert await bus.remove("gone", "g")
+    assert "gone" not in bus._snapshots, "a removed task's copy is dropped"
     await bus.close()
 
 

@@ -7,13 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select
 
 from cloudops.db.models import Artifact, Environment, Task
 from cloudops.db.types import utcnow
 from cloudops.domain import EventKind, StepStatus, TaskStatus
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
+from cloudops.tasks.journal import Guard
 from cloudops.worker.pool import Worker
 from tests.conftest import events_of, make_environment, wait_final
 
@@ -228,16 +229,22 @@ async def test_a_task_never_starts_before_its_run_after_whatever_the_bus_deliver
     """The PostgreSQL bus claims from the statement's snapshot, so it can hand over a head
     as it was just before another worker's attempt failed and set its backoff. The worker
     reads the task fresh and waits out a run_after still to come; here the in-process bus
-    delivers the task as submitted (no run_after) after its stored run_after moved on."""
+    delivers the task as submitted (no run_after; on SQLite with its submitter's copy of
+    the row) after its stored run_after moved on, through the journal as every change."""
     runtime: Runtime = await runtime_factory(run_worker=False)
     env = await make_environment(runtime)
     result = await runtime.tasks.deploy(inputs.Deploy(env.id, "1"))
     assert result.value is not None
     run_after = utcnow() + timedelta(seconds=1.0)
-    async with runtime.db.write() as session:
-        await session.execute(
-            update(Task).where(Task.id == result.value.id).values(run_after=run_after)
+    async with runtime.journal.transaction() as txn:
+        moved = await txn.append(
+            result.value.id,
+            EventKind.LOG,
+            Guard({TaskStatus.QUEUED}),
+            {"run_after": run_after},
+            message="backoff moved on",
         )
+        assert moved is not None
     worker = Worker(
         bus=runtime.bus,
         journal=runtime.journal,
@@ -286,3 +293,31 @@ async def test_an_attempt_ending_mid_heartbeat_lets_the_heartbeat_finish(
     assert heartbeats and heartbeats[0] == "started", heartbeats
     await asyncio.sleep(1.5)  # past the in-flight heartbeat's end
     assert "cancelled" not in heartbeats and heartbeats[-1] == "finished", heartbeats
+
+
+@pytest.mark.parametrize("runtime_factory", ["sqlite"], indirect=True)
+async def test_the_in_process_worker_runs_a_new_task_from_its_submitters_copy(
+    runtime_factory: Any,
+) -> None:
+    """On the embedded default the bus is in this process, and the submitter's copy of
+    the task it just committed goes with the message: the worker starts it without
+    reading it back (its STARTED is still guarded by the task's version)."""
+    runtime: Runtime = await runtime_factory()
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    async with runtime.hub.subscribe(lambda _event: True) as subscription:
+        result = await runtime.tasks.restart_workload(inputs.RestartWorkload("ns", "web"))
+        assert result.value is not None
+        kinds = []
+        async with asyncio.timeout(30):
+            async for stored in subscription:
+                kinds.append(stored.kind)
+                if stored.kind == EventKind.COMPLETED:
+                    break
+    assert kinds[0] == EventKind.QUEUED and EventKind.STARTED in kinds
+    reads = [s for s in sent if s.startswith("SELECT") and " FROM tasks" in s]
+    assert reads == [], f"the worker read the task back: {reads}"

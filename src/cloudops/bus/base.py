@@ -12,7 +12,7 @@ Different sessions are independent and are received in parallel.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -33,6 +33,10 @@ class TaskMessage:
     order: int
     #: Not receivable before this time (retry backoff); None = now.
     run_after: datetime | None = None
+    #: The task as its submitter just committed it, for a bus that hands messages over in
+    #: this process (the in-memory bus gives it to the receiver as ``Delivery.task``).
+    #: Shared, not copied: nobody changes it. Other buses ignore it.
+    snapshot: Task | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

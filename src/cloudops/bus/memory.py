@@ -11,7 +11,7 @@ import asyncio
 import bisect
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,11 @@ from cloudops.bus.base import BusClosed, Delivery, InStatement, Lease, TaskMessa
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from cloudops.db.models import Task
+
+#: Submitters' task copies kept for the worker (``TaskMessage.snapshot``) at most.
+MAX_SNAPSHOTS = 1024
 
 
 @dataclass
@@ -47,6 +52,10 @@ class InMemorySessionBus:
         self._closed = False
         self._wakers: set[asyncio.Task[None]] = set()
         self._cancel_callbacks: list[Callable[[str], None]] = []
+        # The submitters' copies of tasks not yet received (TaskMessage.snapshot), so a
+        # worker need not read each task back; a bounded number, so a long backlog
+        # costs no memory for them (its tasks are read as before).
+        self._snapshots: dict[str, Task] = {}
 
     # -- publishing ---------------------------------------------------------------
     #: Its queues live in this process, not in the database: publish after commit.
@@ -62,6 +71,10 @@ class InMemorySessionBus:
             session = self._sessions.setdefault(message.session_id, _Session())
             if message.task_id in session.task_ids:
                 return
+            if message.snapshot is not None:
+                if len(self._snapshots) < MAX_SNAPSHOTS:
+                    self._snapshots[message.task_id] = message.snapshot
+                message = replace(message, snapshot=None)
             orders = [m.order for m in session.queue]
             session.queue.insert(bisect.bisect_right(orders, message.order), message)
             session.task_ids.add(message.task_id)
@@ -86,7 +99,9 @@ class InMemorySessionBus:
                     self._fence += 1
                     session.holder = self._fence
                     session.in_flight = head.task_id
-                    return Delivery(head, self._fence)
+                    # A copy is good for the first delivery only (after a retry's
+                    # backoff, say, the task has moved on).
+                    return Delivery(head, self._fence, task=self._snapshots.pop(head.task_id, None))
                 try:
                     await self._cond.wait()
                 except asyncio.CancelledError:
@@ -133,6 +148,7 @@ class InMemorySessionBus:
                 return False
             session.queue.pop(session.index_of(task_id))
             session.task_ids.discard(task_id)
+            self._snapshots.pop(task_id, None)
             self._refresh(session_id)
             return True
 

@@ -459,7 +459,7 @@ class TaskService:
             if refused is not None:
                 return refused
             task = await self._insert(txn, draft, org)
-            messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq))
+            messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq, snapshot=task))
         return Result(task)  # exactly the row just committed: no need to read it back
 
     async def _submit_in_statement(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 from sqlalchemy import select
 
@@ -168,6 +169,16 @@ class Worker:
             self.notices.task_ended(task_id, project_id)
 
     async def _run(self, delivery: Delivery) -> AttemptResult:
+        result = await self._attempt(delivery)
+        skipped = result.outcome == Outcome.SKIPPED
+        if skipped and delivery.task is not None and delivery.lease is None:
+            # The in-process bus's copy (its submitter's) was out of date: something
+            # happened to the task while it waited. Decide from the task as it is now, as
+            # a shared bus's next claim would (its session is handed back).
+            result = await self._attempt(replace(delivery, task=None))
+        return result
+
+    async def _attempt(self, delivery: Delivery) -> AttemptResult:
         task_id = delivery.message.task_id
         task = delivery.task
         if task is None or task.status != TaskStatus.QUEUED:
