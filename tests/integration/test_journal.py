@@ -191,3 +191,96 @@ async def test_on_sqlite_a_batch_inserts_its_events_in_one_statement_and_a_submi
         (2, EventKind.STARTED, TaskStatus.RUNNING),
         (3, EventKind.STEP_STARTED, TaskStatus.RUNNING),
     ]
+
+
+async def running_task(runtime_factory: Any) -> tuple[Runtime, Task]:
+    runtime, task = await queued_task(runtime_factory)
+    async with runtime.journal.transaction() as txn:
+        started = Change(EventKind.STARTED, {"status": TaskStatus.RUNNING.value})
+        assert await txn.append_all(task.id, Guard({TaskStatus.QUEUED}), [started])
+    return runtime, task
+
+
+#: Batches whose earlier events do not say their status or progress, by the guard they
+#: are written under; each event's (kind, status, progress) as it must be stored.
+BATCHES = {
+    "status follows from a one-status guard": (
+        {TaskStatus.RUNNING},
+        [
+            Change(EventKind.STEP_COMPLETED, {"progress": 0.5}, step={"name": "validate"}),
+            Change(EventKind.COMPLETED, {"status": TaskStatus.COMPLETED.value, "progress": 1.0}),
+        ],
+        [
+            (EventKind.STEP_COMPLETED, TaskStatus.RUNNING, 0.5),
+            (EventKind.COMPLETED, TaskStatus.COMPLETED, 1.0),
+        ],
+    ),
+    "progress left alone by the batch": (
+        {TaskStatus.RUNNING},
+        [Change(EventKind.LOG, {}, message="a"), Change(EventKind.LOG, {}, message="b")],
+        [(EventKind.LOG, TaskStatus.RUNNING, 0.0), (EventKind.LOG, TaskStatus.RUNNING, 0.0)],
+    ),
+    "status before read from the row (two-status guard)": (
+        {TaskStatus.RUNNING, TaskStatus.QUEUED},
+        [
+            Change(EventKind.LOG, {}, message="a"),
+            Change(EventKind.FAILED, {"status": TaskStatus.FAILED.value}),
+        ],
+        [(EventKind.LOG, TaskStatus.RUNNING, 0.0), (EventKind.FAILED, TaskStatus.FAILED, 0.0)],
+    ),
+    "progress before read from the row (set later in the batch)": (
+        {TaskStatus.RUNNING},
+        [
+            Change(EventKind.LOG, {}, message="a"),
+            Change(EventKind.STEP_PROGRESS, {"progress": 0.7}, step={"name": "validate"}),
+        ],
+        [
+            (EventKind.LOG, TaskStatus.RUNNING, 0.0),
+            (EventKind.STEP_PROGRESS, TaskStatus.RUNNING, 0.7),
+        ],
+    ),
+}
+
+#: On SQLite: one UPDATE for the batch where every state follows without the row before,
+#: else one per event (RETURNING cannot read the row as it was).
+SQLITE_UPDATES = {
+    "status follows from a one-status guard": 1,
+    "progress left alone by the batch": 1,
+    "status before read from the row (two-status guard)": 2,
+    "progress before read from the row (set later in the batch)": 2,
+}
+
+
+@pytest.mark.parametrize("batch", list(BATCHES))
+async def test_each_event_of_a_batch_carries_the_state_right_after_it(
+    runtime_factory: Any, batch: str
+) -> None:
+    statuses, changes, expected = BATCHES[batch]
+    runtime, task = await running_task(runtime_factory)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    async with runtime.journal.transaction() as txn:
+        appended = await txn.append_all(task.id, Guard(statuses, 1), changes)
+    event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    assert appended is not None
+    returned = [
+        (a.event.sequence, a.event.kind, a.event.status, a.event.progress) for a in appended
+    ]
+    assert returned == [(3 + i, *state) for i, state in enumerate(expected)]
+    stored = await events_of(runtime, task.id)
+    assert [(e.sequence, e.kind, e.status, e.progress) for e in stored[2:]] == returned
+    if runtime.db.is_sqlite:
+        assert sent.count("UPDATE tasks SET") == SQLITE_UPDATES[batch]
+        assert sent.count("INSERT INTO task_events") == 1
+    async with runtime.db.read() as session:
+        fresh = await session.get(Task, task.id)
+    assert fresh is not None
+    assert (fresh.status, fresh.progress, fresh.last_sequence) == (
+        expected[-1][1].value,
+        expected[-1][2],
+        2 + len(changes),
+    )

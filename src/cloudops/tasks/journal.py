@@ -160,12 +160,14 @@ def _guarded_update(
     count: int = 1,
     sequence: bool = False,
     statuses: int = 1,
+    before: bool = True,
 ) -> Update:
     """The guarded UPDATE … RETURNING for one shape of write, built once with bind
     parameters: building SQLAlchemy expressions per write cost more CPU than the write.
     ``count`` events at once: ``last_sequence`` moves by that many, and the row's status
-    and progress before the update come back too. ``statuses``: how many the guard
-    allows, each its own parameter (an expanding IN would be re-rendered per execution)."""
+    and progress before the update come back too (``before``; SQLite's RETURNING cannot
+    read a joined table). ``statuses``: how many the guard allows, each its own
+    parameter (an expanding IN would be re-rendered per execution)."""
     conditions = [
         _TASKS.c.id == bindparam("g_task"),
         _TASKS.c.status.in_([bindparam(f"g_status{i}") for i in range(statuses)]),
@@ -187,7 +189,7 @@ def _guarded_update(
     values["last_sequence"] = _TASKS.c.last_sequence + count
     values["updated_at"] = bindparam("g_now")
     returned: tuple[Any, ...] = _RETURNED
-    if count > 1:
+    if count > 1 and before:
         conditions.append(_BEFORE.c.id == _TASKS.c.id)
         returned += (
             _BEFORE.c.status.label("before_status"),
@@ -384,16 +386,13 @@ class JournalTransaction:
             if bus is not None:
                 raise ValueError("a bus's part rides only in a PostgreSQL statement")
             return await self._append_each(task_id, guard, changes, params)
-        merged: dict[str, Any] = {}
+        merged, stated = _merge(changes)
         shapes: list[EventShape] = []
-        stated: list[tuple[Any, Any]] = []  # (status, progress) the values say, per event
         for index, change in enumerate(changes):
-            merged.update(change.values)
             at = params["g_now"] if index == len(changes) - 1 else (change.at or utcnow())
-            said = (merged.get("status"), merged.get("progress"))
+            said = stated[index]
             batch = len(changes) > 1
             shapes.append((batch and said[0] is not None, batch and said[1] is not None))
-            stated.append(said)
             params.update(
                 {
                     f"e{index}_id": new_id(),
@@ -452,7 +451,16 @@ class JournalTransaction:
         self, task_id: str, guard: Guard, changes: Sequence[Change], params: dict[str, Any]
     ) -> list[Appended] | None:
         """SQLite: a guarded UPDATE per event (each event carries the task's state right
-        after it), then one INSERT of all the events, in the caller's transaction."""
+        after it), then one INSERT of all the events, in the caller's transaction. One
+        UPDATE for the whole batch where each event's state follows without the row as it
+        was before (see ``_known_before``)."""
+        if len(changes) > 1:
+            merged, stated = _merge(changes)
+            follows, before_status = _known_before(guard, merged, stated)
+            if follows:
+                return await self._append_at_once(
+                    task_id, guard, changes, params, (merged, stated), before_status
+                )
         results = []
         records = []
         statuses = len(guard.statuses)
@@ -499,6 +507,63 @@ class JournalTransaction:
         self.events.extend(records)
         return results
 
+    async def _append_at_once(
+        self,
+        task_id: str,
+        guard: Guard,
+        changes: Sequence[Change],
+        params: dict[str, Any],
+        merge: tuple[dict[str, Any], list[tuple[Any, Any]]],
+        before_status: str | None,
+    ) -> list[Appended] | None:
+        """SQLite: the batch as one guarded UPDATE (``last_sequence`` moves by its length)
+        and one INSERT of its events; ``before_status``: the task's before the batch, for
+        an earlier event that does not say its own (``_known_before``)."""
+        merged, stated = merge
+        statement = _guarded_update(
+            tuple(merged),
+            guard.attempt is not None,
+            guard.lease is not None,
+            len(changes),
+            guard.sequence is not None,
+            len(guard.statuses),
+            before=False,
+        )
+        values = {f"v_{attribute}": value for attribute, value in merged.items()}
+        row = (await self.session.execute(statement, {**params, **values})).one_or_none()
+        if row is None:
+            return None
+        first = row.last_sequence - len(changes) + 1
+        records = []
+        for index, change in enumerate(changes):
+            last = index == len(changes) - 1
+            status, progress = stated[index]
+            state: TaskState = (
+                row
+                if last
+                else _State(
+                    status if status is not None else cast(str, before_status),
+                    progress if progress is not None else row.progress,
+                    row,
+                )
+            )
+            records.append(
+                _record(
+                    new_id(),
+                    task_id,
+                    first + index,
+                    change.kind,
+                    params["g_now"] if last else (change.at or utcnow()),
+                    state,
+                    change.step,
+                    change.message,
+                    ArtifactRecord.from_row(change.artifact) if change.artifact else None,
+                )
+            )
+        await self.session.execute(_INSERT_EVENT, [_event_row(record) for record in records])
+        self.events.extend(records)
+        return [Appended(record, bool(row.cancel_requested)) for record in records]
+
     async def _add_event(
         self,
         task_id: str,
@@ -515,6 +580,34 @@ class JournalTransaction:
         await self.session.execute(_INSERT_EVENT, _event_row(record))
         self.events.append(record)
         return record
+
+
+def _merge(changes: Sequence[Change]) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
+    """A batch's values as one update (a later change wins), and per event the status
+    and progress that the values up to it say (None: not said, the row's before)."""
+    merged: dict[str, Any] = {}
+    stated = []
+    for change in changes:
+        merged.update(change.values)
+        stated.append((merged.get("status"), merged.get("progress")))
+    return merged, stated
+
+
+def _known_before(
+    guard: Guard, merged: dict[str, Any], stated: list[tuple[Any, Any]]
+) -> tuple[bool, str | None]:
+    """Whether what the earlier events of a batch need of the row before it follows
+    without reading it, and the status before it if they need that: the status, if the
+    guard allows exactly one; the progress, if the batch sets none (then the row's after
+    is the row's before)."""
+    earlier = stated[:-1]
+    if any(said is None for _, said in earlier) and "progress" in merged:
+        return False, None
+    if not any(said is None for said, _ in earlier):
+        return True, None
+    if len(guard.statuses) != 1:
+        return False, None
+    return True, next(iter(guard.statuses)).value
 
 
 def _status_params(statuses: Collection[TaskStatus]) -> dict[str, str]:

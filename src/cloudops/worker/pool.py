@@ -218,6 +218,10 @@ class Worker:
                     "status": TaskStatus.RUNNING.value,
                     "run_after": None,
                     "started_at": task.started_at or now,
+                    # Unchanged, but said: STARTED's event then carries it without a
+                    # read of the row before (the batch with STEP_STARTED is one UPDATE
+                    # on SQLite too; the guard below makes ``task`` the current row).
+                    "progress": task.progress,
                 },
                 message=f"attempt {task.attempt} of {task.max_attempts}",
                 at=now,
