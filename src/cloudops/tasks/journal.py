@@ -420,47 +420,32 @@ class JournalTransaction:
         row = (await self.session.execute(statement, params)).one_or_none()
         if row is None:
             return None
-        results = []
-        first = row.last_sequence - len(changes) + 1
-        for index, change in enumerate(changes):
-            if index == len(changes) - 1:
-                state: TaskState = row
-            else:
-                status, progress = stated[index]
-                state = _State(
-                    status if status is not None else row.before_status,
-                    progress if progress is not None else row.before_progress,
-                    row,
-                )
-            record = _record(
-                params[f"e{index}_id"],
-                task_id,
-                first + index,
-                change.kind,
-                params[f"e{index}_at"],
-                state,
-                change.step,
-                change.message,
-                ArtifactRecord.from_row(change.artifact) if change.artifact else None,
-            )
-            self.events.append(record)
-            results.append(Appended(record, bool(row.cancel_requested)))
-        return results
+        indexes = range(len(changes))
+        records = _batch_records(
+            task_id,
+            changes,
+            row,
+            stated,
+            (row.before_status, row.before_progress) if len(changes) > 1 else (None, None),
+            [params[f"e{index}_id"] for index in indexes],
+            [params[f"e{index}_at"] for index in indexes],
+        )
+        self.events.extend(records)
+        return [Appended(record, bool(row.cancel_requested)) for record in records]
 
     async def _append_each(
         self, task_id: str, guard: Guard, changes: Sequence[Change], params: dict[str, Any]
     ) -> list[Appended] | None:
-        """SQLite: a guarded UPDATE per event (each event carries the task's state right
-        after it), then one INSERT of all the events, in the caller's transaction. One
-        UPDATE for the whole batch where each event's state follows without the row as it
-        was before (see ``_known_before``)."""
-        if len(changes) > 1:
-            merged, stated = _merge(changes)
-            follows, before_status = _known_before(guard, merged, stated)
-            if follows:
-                return await self._append_at_once(
-                    task_id, guard, changes, params, (merged, stated), before_status
-                )
+        """SQLite, in the caller's transaction: one guarded UPDATE for the batch where each
+        event's state follows without the row as it was before (``_known_before``), else
+        one per event (each event carries the task's state right after it); then one
+        INSERT of all the events."""
+        merged, stated = _merge(changes)
+        follows, before_status = _known_before(guard, merged, stated)
+        if follows:
+            return await self._append_at_once(
+                task_id, guard, changes, params, (merged, stated), before_status
+            )
         results = []
         records = []
         statuses = len(guard.statuses)
@@ -533,33 +518,15 @@ class JournalTransaction:
         row = (await self.session.execute(statement, {**params, **values})).one_or_none()
         if row is None:
             return None
-        first = row.last_sequence - len(changes) + 1
-        records = []
-        for index, change in enumerate(changes):
-            last = index == len(changes) - 1
-            status, progress = stated[index]
-            state: TaskState = (
-                row
-                if last
-                else _State(
-                    status if status is not None else cast(str, before_status),
-                    progress if progress is not None else row.progress,
-                    row,
-                )
-            )
-            records.append(
-                _record(
-                    new_id(),
-                    task_id,
-                    first + index,
-                    change.kind,
-                    params["g_now"] if last else (change.at or utcnow()),
-                    state,
-                    change.step,
-                    change.message,
-                    ArtifactRecord.from_row(change.artifact) if change.artifact else None,
-                )
-            )
+        records = _batch_records(
+            task_id,
+            changes,
+            row,
+            stated,
+            (before_status, row.progress),  # a batch that reaches here sets no progress
+            [new_id() for _ in changes],
+            [change.at or utcnow() for change in changes[:-1]] + [params["g_now"]],
+        )
         await self.session.execute(_INSERT_EVENT, [_event_row(record) for record in records])
         self.events.extend(records)
         return [Appended(record, bool(row.cancel_requested)) for record in records]
@@ -580,6 +547,45 @@ class JournalTransaction:
         await self.session.execute(_INSERT_EVENT, _event_row(record))
         self.events.append(record)
         return record
+
+
+def _batch_records(
+    task_id: str,
+    changes: Sequence[Change],
+    row: Any,
+    stated: list[tuple[Any, Any]],
+    before: tuple[Any, Any],
+    ids: Sequence[str],
+    ats: Sequence[datetime],
+) -> list[EventRecord]:
+    """A batch's events, numbered up to the updated row's ``last_sequence``, each with the
+    task's state right after it: the last one the row's, an earlier one what the values up
+    to it say (``stated``), else ``before`` (the status and progress before the batch)."""
+    first = row.last_sequence - len(changes) + 1
+    records = []
+    for index, change in enumerate(changes):
+        state: TaskState = row
+        if index < len(changes) - 1:
+            status, progress = stated[index]
+            state = _State(
+                status if status is not None else before[0],
+                progress if progress is not None else before[1],
+                row,
+            )
+        records.append(
+            _record(
+                ids[index],
+                task_id,
+                first + index,
+                change.kind,
+                ats[index],
+                state,
+                change.step,
+                change.message,
+                ArtifactRecord.from_row(change.artifact) if change.artifact else None,
+            )
+        )
+    return records
 
 
 def _merge(changes: Sequence[Change]) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
