@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cloudops.events.broadcast import BroadcasterBroadcast
+from cloudops.events.broadcast import BroadcasterBroadcast, Listening
 from cloudops.events.hub import (
     FAILED_DELIVERY,
     EventHub,
@@ -33,15 +33,25 @@ class SlowReader(BroadcasterBroadcast):
     """The in-process broadcast, read as slowly as a loop busy with many subscribers reads."""
 
     @contextlib.asynccontextmanager
-    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
-        async with super().listen(channel) as texts:
+    async def listen(self, channel: str) -> AsyncIterator[Listening]:
+        async with super().listen(channel) as listening:
+            yield SlowListening(listening)
 
-            async def slow() -> AsyncIterator[str]:
-                async for text in texts:
-                    await asyncio.sleep(READ_DELAY)
-                    yield text
 
-            yield slow()
+class SlowListening:
+    def __init__(self, inner: Listening) -> None:
+        self._inner = inner
+
+    async def add(self, channel: str) -> None:
+        await self._inner.add(channel)
+
+    async def remove(self, channel: str) -> None:
+        await self._inner.remove(channel)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for text in self._inner:
+            await asyncio.sleep(READ_DELAY)
+            yield text
 
 
 async def test_a_backlog_delaying_the_heartbeat_echo_is_not_a_lost_broadcast() -> None:

@@ -16,7 +16,13 @@ from redis import asyncio as redis
 
 from cloudops.domain import EventKind, TaskStatus, TaskType
 from cloudops.events.broadcast import create_broadcast
-from cloudops.events.hub import BroadcastLost, BroadcastUnavailable, EventHub, Subscription
+from cloudops.events.hub import (
+    CHANNEL,
+    BroadcastLost,
+    BroadcastUnavailable,
+    EventHub,
+    Subscription,
+)
 from cloudops.events.records import EventRecord
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
@@ -252,3 +258,70 @@ async def test_events_posted_just_before_a_stop_still_go_out(redis_server: Redis
     finally:
         await publisher.stop()
         await listener.stop()
+
+
+async def shared_channel_listeners(admin: redis.Redis) -> int:
+    """How many connections Redis has subscribed to the hubs' shared event channel."""
+    [(_, count)] = await admin.pubsub_numsub(CHANNEL)
+    return int(count)
+
+
+async def test_a_hub_listens_to_every_event_only_while_it_has_subscribers(
+    redis_server: RedisServer,
+) -> None:
+    """A process nobody watches (an API process with no dashboard open) does not receive
+    every event of every process just to drop it: its hub is on the shared channel only
+    from its first subscriber to its last. A subscriber is live when ``subscribe``
+    returns: an event published by another process right after it arrives."""
+    publisher, listener = hub_on(redis_server.url), hub_on(redis_server.url)
+    admin = redis.Redis.from_url(redis_server.url)
+    await publisher.start()
+    await listener.start()
+    try:
+        assert await shared_channel_listeners(admin) == 0
+        for round_ in range(3):
+            async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
+                assert await shared_channel_listeners(admin) == 1
+                await publisher.publish(event(round_ + 1))  # no wait before it
+                assert await sequences(sub, 1) == [round_ + 1]
+                async with listener.subscribe(lambda e: True) as second:
+                    await publisher.publish(event(10))
+                    assert await sequences(second, 1) == [10]
+                assert await shared_channel_listeners(admin) == 1  # the first is still here
+            async with asyncio.timeout(5):
+                while await shared_channel_listeners(admin):  # noqa: ASYNC110 (Redis's count)
+                    await asyncio.sleep(0.01)
+        # Gone and back at once: the newcomer waits for the channel, not for the departure.
+        async with listener.subscribe(lambda e: True):
+            pass
+        async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
+            await publisher.publish(event(7))
+            assert await sequences(sub, 1) == [7]
+        assert listener.connected and publisher.connected
+    finally:
+        await admin.aclose()
+        await publisher.stop()
+        await listener.stop()
+
+
+async def test_adding_a_channel_returns_only_once_redis_answered_on_the_stream(
+    redis_server: RedisServer,
+) -> None:
+    """Sending SUBSCRIBE is not being subscribed: a PUBLISH from another connection can be
+    handled before it. ``add`` waits for Redis's answer, which comes on the stream."""
+    broadcast = create_broadcast(redis_server.url)
+    await broadcast.connect()
+    try:
+        async with broadcast.listen("contract.base") as listening:
+            adding = asyncio.create_task(listening.add("contract.added"))
+            await asyncio.sleep(0.3)
+            assert not adding.done()  # nobody read the answer yet
+            texts = aiter(listening)
+            reading = asyncio.create_task(anext(texts))
+            async with asyncio.timeout(5):
+                await adding
+            await broadcast.publish("contract.added", "hello")
+            async with asyncio.timeout(5):
+                assert await reading == "hello"
+    finally:
+        await broadcast.disconnect()

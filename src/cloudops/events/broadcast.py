@@ -9,16 +9,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlparse
 
 from broadcaster import Broadcast as _Broadcaster
 from broadcaster._base import Unsubscribed
 from redis import asyncio as redis
+from redis.asyncio.client import PubSub
+
+
+class Listening(Protocol):
+    """The texts arriving on the channels listened to, in arrival order, as one stream
+    (one backend connection: whatever proves one channel alive proves them all).
+    Channels can be added and removed while the stream is read."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def add(self, channel: str) -> None:
+        """Listen to ``channel`` too. Returns once the backend delivers its messages to
+        this stream: a message published after that is not missed. The stream must be
+        being read meanwhile (the backend's answer arrives on it)."""
+
+    async def remove(self, channel: str) -> None:
+        """Stop listening to ``channel``: what is published on it after this returns does
+        not arrive (what was published before may still be on the stream)."""
 
 
 class Broadcast(Protocol):
-    """Publish text on a channel; listen to a channel as an async stream of texts.
+    """Publish text on a channel; listen to channels as an async stream of texts.
 
     ``post`` queues a publish at once, in call order, and returns a future that says how
     it went: whoever only needs the message on its way (the journal, after a commit)
@@ -35,9 +53,7 @@ class Broadcast(Protocol):
 
     async def publish(self, channel: str, message: str) -> None: ...
 
-    def listen(
-        self, channel: str
-    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[str]]: ...
+    def listen(self, channel: str) -> contextlib.AbstractAsyncContextManager[Listening]: ...
 
 
 #: Seconds ``disconnect`` gives the publishes still queued to go out.
@@ -120,18 +136,111 @@ class BroadcasterBroadcast(_Outbox):
             await self._broadcaster.publish(channel=channel, message=message)
 
     @contextlib.asynccontextmanager
-    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
-        async with self._broadcaster.subscribe(channel=channel) as subscriber:
+    async def listen(self, channel: str) -> AsyncIterator[Listening]:
+        listening = _BroadcasterListening(self._broadcaster)
+        try:
+            await listening.add(channel)
+            yield listening
+        finally:
+            await listening.close()
 
-            async def texts() -> AsyncIterator[str]:
-                while True:
-                    try:
-                        event = await subscriber.get()
-                    except Unsubscribed:
-                        return
-                    yield event.message
 
-            yield texts()
+#: What a channel's forwarder puts on the merged stream when broadcaster ends it.
+_ENDED = object()
+
+
+class _BroadcasterListening:
+    """broadcaster gives one subscriber per channel; each channel's messages are moved
+    onto one queue (broadcaster's backends share one connection for all channels)."""
+
+    def __init__(self, broadcaster: _Broadcaster) -> None:
+        self._broadcaster = broadcaster
+        self._texts: asyncio.Queue[object] = asyncio.Queue()
+        self._channels: dict[str, tuple[contextlib.AsyncExitStack, asyncio.Task[None]]] = {}
+
+    async def add(self, channel: str) -> None:
+        if channel in self._channels:
+            return
+        stack = contextlib.AsyncExitStack()
+        # broadcaster's subscribe returns once the backend listens (LISTEN has answered).
+        subscriber = await stack.enter_async_context(self._broadcaster.subscribe(channel=channel))
+        forward = asyncio.create_task(self._forward(subscriber), name=f"listen-{channel}")
+        self._channels[channel] = (stack, forward)
+
+    async def _forward(self, subscriber: Any) -> None:
+        while True:
+            try:
+                event = await subscriber.get()
+            except Unsubscribed:
+                self._texts.put_nowait(_ENDED)
+                return
+            self._texts.put_nowait(event.message)
+
+    async def remove(self, channel: str) -> None:
+        entry = self._channels.pop(channel, None)
+        if entry is None:
+            return
+        stack, forward = entry
+        forward.cancel()
+        await asyncio.wait({forward})  # not ``await forward``: our own cancel must go on
+        await stack.aclose()
+
+    async def close(self) -> None:
+        for channel in list(self._channels):
+            await self.remove(channel)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            text = await self._texts.get()
+            if text is _ENDED:
+                return
+            yield cast(str, text)
+
+
+class _RedisListening:
+    """One redis-py pub/sub connection. Redis answers a SUBSCRIBE or UNSUBSCRIBE on the
+    stream itself, after any message sent before it: the reader hands the answer to the
+    ``add`` or ``remove`` waiting for it."""
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self._pubsub = pubsub
+        self._answers: dict[tuple[str, str], asyncio.Future[None]] = {}
+
+    async def add(self, channel: str) -> None:
+        await self._answered("subscribe", channel)
+
+    async def remove(self, channel: str) -> None:
+        await self._answered("unsubscribe", channel)
+
+    async def _answered(self, command: str, channel: str) -> None:
+        key = (command, channel)
+        answer = asyncio.get_running_loop().create_future()
+        self._answers[key] = answer
+        try:
+            if command == "subscribe":
+                await self._pubsub.subscribe(channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
+            await answer
+        finally:
+            if self._answers.get(key) is answer:
+                del self._answers[key]
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            message = await self._pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "message":
+                data = message["data"]
+                yield data.decode() if isinstance(data, bytes) else str(data)
+            elif kind in ("subscribe", "unsubscribe"):
+                channel = message["channel"]
+                name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                answer = self._answers.pop((kind, name), None)
+                if answer is not None and not answer.done():
+                    answer.set_result(None)
 
 
 class RedisBroadcast(_Outbox):
@@ -174,20 +283,13 @@ class RedisBroadcast(_Outbox):
         await pipe.execute()
 
     @contextlib.asynccontextmanager
-    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
+    async def listen(self, channel: str) -> AsyncIterator[Listening]:
         assert self._client is not None, "connect() first"
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._client.pubsub()
+        # The first channel is not waited for: nothing reads the stream yet.
         await pubsub.subscribe(channel)
-
-        async def texts() -> AsyncIterator[str]:
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None and message["type"] == "message":
-                    data = message["data"]
-                    yield data.decode() if isinstance(data, bytes) else str(data)
-
         try:
-            yield texts()
+            yield _RedisListening(pubsub)
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 

@@ -1,7 +1,8 @@
 """Fan-out of task events to in-process subscribers, fed by a broadcast backend.
 
-The process subscribes to the backend once and fans out locally, so N subscribers cost
-one deserialization per event and no database query. Events that arrived together are
+The process subscribes to the backend once, while it has subscribers, and fans out
+locally, so N subscribers cost one deserialization per event and no database query (and
+a process nobody watches receives no events at all). Events that arrived together are
 handed out together, a slice of subscribers at a time so the rest of the process keeps
 its turns. A subscriber either has a queue, read by its own task, or a direct delivery
 (the live feed's sockets, graphql/live_outlet.py) that the hub calls itself. Either way
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from cloudops.events.broadcast import Broadcast
+from cloudops.events.broadcast import Broadcast, Listening
 from cloudops.events.records import EventRecord
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,16 @@ class EventHub:
         serves_subscribers: bool = True,
     ) -> None:
         self._factory = broadcast_factory
-        # A process that never serves subscribers (``cloudops worker``) only publishes: it
-        # listens on a channel of its own, for its heartbeats alone, instead of receiving
-        # every event of every process just to drop it.
+        # A process that never serves subscribers (``cloudops worker``) only publishes.
         self.serves_subscribers = serves_subscribers
-        self._listen_channel = (
-            CHANNEL if serves_subscribers else f"{CHANNEL}.liveness.{uuid.uuid4().hex}"
-        )
+        # Every hub listens on a channel of its own, for its heartbeats, and on the shared
+        # one only while it has subscribers: a process nobody watches (a worker, an API
+        # process with no dashboard open) does not receive every event of every process
+        # just to drop it.
+        self._listen_channel = f"{CHANNEL}.liveness.{uuid.uuid4().hex}"
+        self._watching = False  # listening on the shared channel now
+        self._watch_changed = asyncio.Event()  # subscribers came or went
+        self._news = asyncio.Event()  # replaced each time it is set (see _announce)
         self._buffer_size = buffer_size
         self._heartbeat_interval = heartbeat_interval
         self._connect_timeout = connect_timeout
@@ -236,16 +240,28 @@ class EventHub:
             )
         self._subscriptions.add(sub)
         try:
+            if not sub.ended:
+                # Live from here on: an event published after this returns reaches it.
+                self._watch_changed.set()
+                while not (self._watching or sub.ended):
+                    await self._news.wait()
             yield sub
         finally:
             self._subscriptions.discard(sub)
+            if not self._subscriptions:
+                self._watch_changed.set()
+
+    def _announce(self) -> None:
+        """Wake every subscriber waiting for the shared channel (or for its end)."""
+        self._news.set()
+        self._news = asyncio.Event()
 
     # -- supervision ------------------------------------------------------------------------
     async def _supervise(self) -> None:
         backoff = 0.2
         while True:
             broadcast = self._factory()
-            listening: contextlib.AbstractAsyncContextManager[AsyncIterator[str]] | None = None
+            listening: contextlib.AbstractAsyncContextManager[Listening] | None = None
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     await broadcast.connect()
@@ -271,6 +287,7 @@ class EventHub:
                 was_connected = self.connected
                 self._connected.clear()
                 self._current = None
+                self._watching = False
                 if was_connected:
                     self._end_all(
                         BroadcastLost(
@@ -284,9 +301,9 @@ class EventHub:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def _pump(self, messages: AsyncIterator[str]) -> None:
+    async def _pump(self, messages: Listening) -> None:
         """Fan out until the backend stops answering our own heartbeats."""
-        token = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"  # our own, on a shared channel
+        token = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"
         # Heartbeats sent since the stream last delivered anything. Counted in beats, not
         # seconds: a loop busy with many subscribers runs late, beats and reader alike, and
         # being late is not being lost (each beat yields, so the reader can answer first).
@@ -340,7 +357,22 @@ class EventHub:
                 await self._publish_text(token, self._listen_channel)
                 unanswered += 1
 
-        tasks = {asyncio.create_task(work()) for work in (read, fan_out, beat)}
+        async def watch() -> None:
+            """The shared channel while there are subscribers, and only then."""
+            self._watch_changed.set()  # a new connection starts without it
+            while True:
+                await self._watch_changed.wait()
+                self._watch_changed.clear()
+                wanted = any(not sub.ended for sub in self._subscriptions)
+                if wanted and not self._watching:
+                    await messages.add(CHANNEL)
+                    self._watching = True
+                    self._announce()
+                elif not wanted and self._watching:
+                    self._watching = False  # before the await: a newcomer waits for add
+                    await messages.remove(CHANNEL)
+
+        tasks = {asyncio.create_task(work()) for work in (read, fan_out, beat, watch)}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
@@ -353,6 +385,7 @@ class EventHub:
     def _end_all(self, reason: SubscriptionEnded) -> None:
         for sub in list(self._subscriptions):
             sub.end(reason)
+        self._announce()
 
     @staticmethod
     async def _quietly(awaitable: object) -> None:
