@@ -84,6 +84,22 @@ async def test_a_one_append_transaction_refuses_a_second_append(runtime_factory:
     assert [e.message for e in await events_of(runtime, task.id)][1:] == expected
 
 
+async def test_on_postgres_a_one_append_write_is_sent_on_a_connection_without_a_session(
+    runtime_factory: Any,
+) -> None:
+    """No ORM session is built for a statement that needs none (the submission and the
+    worker's writes on PostgreSQL); SQLite's transaction keeps its session."""
+    runtime, task = await queued_task(runtime_factory)
+    async with runtime.journal.transaction(one_append=True) as txn:
+        if runtime.db.is_sqlite:
+            assert txn.session is not None
+        else:
+            with pytest.raises(RuntimeError, match="no session"):
+                _ = txn.session
+        assert await txn.append(task.id, EventKind.LOG, Guard({TaskStatus.QUEUED})) is not None
+    assert [e.sequence for e in await events_of(runtime, task.id)] == [1, 2]
+
+
 @pytest.mark.parametrize("one_append", [False, True])
 async def test_a_batch_appends_each_event_with_the_state_right_after_it(
     runtime_factory: Any, one_append: bool

@@ -124,15 +124,10 @@ class Database:
             raise
 
     @contextlib.asynccontextmanager
-    async def write(self, *, one_statement: bool = False) -> AsyncIterator[AsyncSession]:
-        """A transaction that commits on success and rolls back on any exception.
-
-        ``one_statement``: the caller sends a single statement, which on PostgreSQL then
-        runs on its own, with no BEGIN or COMMIT round trip (it is atomic by itself)."""
-        if one_statement and self._autocommit_engine is not None:
-            async with self._session(self._autocommit_engine) as one:
-                yield one
-            return
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits on success and rolls back on any exception. (A
+        write that is one statement is atomic by itself: on PostgreSQL it needs no
+        transaction, see ``autocommit``.)"""
         lock = self._write_lock or contextlib.nullcontext()
         try:
             async with (

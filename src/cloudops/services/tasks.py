@@ -470,10 +470,11 @@ class TaskService:
         adds its environment row first, in a transaction). The checks need no transaction
         around them: nothing they read is ever deleted, and a duplicate idempotency key
         fails the insert on its unique index (the caller looks again)."""
-        async with self.db.read() as session:
-            refused = await _check(session, draft, org)
-        if refused is not None:
-            return refused
+        if _reads_first(draft):
+            async with self.db.read() as session:
+                refused = await _check(session, draft, org)
+            if refused is not None:
+                return refused
         async with self.journal.transaction(one_append=draft.new_environment is None) as txn:
             task = await self._insert(txn, draft, org, bus)
         return Result(task)
@@ -483,9 +484,8 @@ class TaskService:
     ) -> Task:
         handler = self.registry.get(draft.type)
         names = [step.name for step in handler.plan(draft.input)]
-        session: AsyncSession = txn.session
         if draft.new_environment is not None:
-            session.add(draft.new_environment)
+            txn.session.add(draft.new_environment)
         now = utcnow()
         task = Task(
             id=new_id(),
@@ -516,11 +516,16 @@ class TaskService:
             error=None,
         )
         if draft.new_environment is not None:
-            await session.flush()  # the environment row first: the task refers to it
+            await txn.session.flush()  # the environment row first: the task refers to it
         await txn.insert(
             task, EventKind.QUEUED, f"{draft.type.value.lower()} queued on {draft.entity_id}", bus
         )
         return task
+
+
+def _reads_first(draft: Draft) -> bool:
+    """Whether ``_check`` has anything to read (a restart names nothing stored)."""
+    return draft.options.idempotency_key is not None or draft.resolve is not _nothing_to_resolve
 
 
 async def _check(session: AsyncSession, draft: Draft, org: str) -> Result[Task] | None:

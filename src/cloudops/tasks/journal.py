@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 
 import sqlalchemy
 from sqlalchemy import Insert, Select, Table, Update, bindparam, exists, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cloudops.bus.base import BoundInStatement, InStatement, Lease
 from cloudops.db.engine import Database
@@ -307,10 +307,24 @@ def _submission(bus: InStatement[str] | None) -> Select[Any]:
 
 
 class JournalTransaction:
-    def __init__(self, session: AsyncSession, *, one_append: bool = False) -> None:
-        self.session = session
+    """The journal's writes in one transaction, or (``one_append`` on PostgreSQL) in one
+    statement sent on an autocommit connection: no ORM session is made for it."""
+
+    def __init__(
+        self, executor: AsyncSession | AsyncConnection, *, one_append: bool = False
+    ) -> None:
+        self._executor = executor
+        bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
+        self._postgres = bind.dialect.name == "postgresql"
         self.events: list[EventRecord] = []
         self._one_append = one_append
+
+    @property
+    def session(self) -> AsyncSession:
+        """The transaction's ORM session, for the caller's own writes beside the journal's."""
+        if not isinstance(self._executor, AsyncSession):
+            raise RuntimeError("a one_append write has no session: it is one statement")
+        return self._executor
 
     async def insert(
         self, task: Task, kind: EventKind, message: str, bus: InStatement[str] | None = None
@@ -321,9 +335,9 @@ class JournalTransaction:
         statement with the event, which also runs the bus's part."""
         task.last_sequence = 1
         row = {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS}
-        if self.session.get_bind().dialect.name != "postgresql":
+        if not self._postgres:
             del row["queue_seq"]
-            result = await self.session.execute(_INSERT_NUMBERED_TASK, row)
+            result = await self._executor.execute(_INSERT_NUMBERED_TASK, row)
             task.queue_seq = result.scalar_one()
             return await self._add_event(task.id, 1, kind, task.created_at, task, message=message)
         record = _record(new_id(), task.id, 1, kind, task.created_at, task, None, message, None)
@@ -331,7 +345,7 @@ class JournalTransaction:
         params.update((f"e_{key}", value) for key, value in _event_row(record).items())
         if bus is not None:
             params.update(bus.params(task.entity_id))
-        task.queue_seq = (await self.session.execute(_submission(bus), params)).scalar_one()
+        task.queue_seq = (await self._executor.execute(_submission(bus), params)).scalar_one()
         self.events.append(record)
         return record
 
@@ -382,7 +396,7 @@ class JournalTransaction:
             params["g_fence"] = guard.lease.fence
         if guard.sequence is not None:
             params["g_sequence"] = guard.sequence
-        if self.session.get_bind().dialect.name != "postgresql":
+        if not self._postgres:
             if bus is not None:
                 raise ValueError("a bus's part rides only in a PostgreSQL statement")
             return await self._append_each(task_id, guard, changes, params)
@@ -417,7 +431,7 @@ class JournalTransaction:
             bus.part if bus is not None else None,
             len(guard.statuses),
         )
-        row = (await self.session.execute(statement, params)).one_or_none()
+        row = (await self._executor.execute(statement, params)).one_or_none()
         if row is None:
             return None
         indexes = range(len(changes))
@@ -461,7 +475,7 @@ class JournalTransaction:
                 statuses,
             )
             row = (
-                await self.session.execute(statement, {**params, **values, "g_now": now})
+                await self._executor.execute(statement, {**params, **values, "g_now": now})
             ).one_or_none()
             if row is None:
                 return None
@@ -488,7 +502,7 @@ class JournalTransaction:
             if guard.sequence is not None:
                 params["g_sequence"] = row.last_sequence
         # One statement for the batch (executemany: one trip to the SQLite thread).
-        await self.session.execute(_INSERT_EVENT, [_event_row(record) for record in records])
+        await self._executor.execute(_INSERT_EVENT, [_event_row(record) for record in records])
         self.events.extend(records)
         return results
 
@@ -515,7 +529,7 @@ class JournalTransaction:
             before=False,
         )
         values = {f"v_{attribute}": value for attribute, value in merged.items()}
-        row = (await self.session.execute(statement, {**params, **values})).one_or_none()
+        row = (await self._executor.execute(statement, {**params, **values})).one_or_none()
         if row is None:
             return None
         records = _batch_records(
@@ -527,7 +541,7 @@ class JournalTransaction:
             [new_id() for _ in changes],
             [change.at or utcnow() for change in changes[:-1]] + [params["g_now"]],
         )
-        await self.session.execute(_INSERT_EVENT, [_event_row(record) for record in records])
+        await self._executor.execute(_INSERT_EVENT, [_event_row(record) for record in records])
         self.events.extend(records)
         return [Appended(record, bool(row.cancel_requested)) for record in records]
 
@@ -544,7 +558,7 @@ class JournalTransaction:
         """Insert the event, with ``task``'s state right after it, and keep it for
         publishing after commit."""
         record = _record(new_id(), task_id, sequence, kind, at, task, None, message, None)
-        await self.session.execute(_INSERT_EVENT, _event_row(record))
+        await self._executor.execute(_INSERT_EVENT, _event_row(record))
         self.events.append(record)
         return record
 
@@ -661,9 +675,14 @@ class Journal:
         """``one_append``: the caller appends exactly one event and does nothing else; on
         PostgreSQL that append is a single statement, sent without BEGIN and COMMIT (it
         has committed when ``append`` returns)."""
-        async with self.db.write(one_statement=one_append) as session:
-            txn = JournalTransaction(session, one_append=one_append)
-            yield txn
+        if one_append and self.db.dialect == "postgresql":
+            async with self.db.autocommit() as conn:
+                txn = JournalTransaction(conn, one_append=True)
+                yield txn
+        else:
+            async with self.db.write() as session:
+                txn = JournalTransaction(session, one_append=one_append)
+                yield txn
         self.publish(txn.events)
 
     def publish(self, events: list[EventRecord]) -> None:
