@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cloudops.events.broadcast import BroadcasterBroadcast, Listening
+from cloudops.events.broadcast import Listening, MemoryBroadcast
 from cloudops.events.hub import (
     FAILED_DELIVERY,
     EventHub,
@@ -29,7 +29,7 @@ BURST = 150
 READ_DELAY = 0.005
 
 
-class SlowReader(BroadcasterBroadcast):
+class SlowReader(MemoryBroadcast):
     """The in-process broadcast, read as slowly as a loop busy with many subscribers reads."""
 
     @contextlib.asynccontextmanager
@@ -55,7 +55,7 @@ class SlowListening:
 
 
 async def test_a_backlog_delaying_the_heartbeat_echo_is_not_a_lost_broadcast() -> None:
-    hub = EventHub(lambda: SlowReader("memory://"), heartbeat_interval=HEARTBEAT)
+    hub = EventHub(lambda: SlowReader(), heartbeat_interval=HEARTBEAT)
     await hub.start()
     try:
         async with hub.subscribe(lambda e: e.task_id == "t1") as sub:
@@ -76,7 +76,7 @@ async def test_a_backlog_delaying_the_heartbeat_echo_is_not_a_lost_broadcast() -
 async def test_a_loop_blocked_longer_than_the_heartbeat_timeout_is_not_a_lost_broadcast() -> None:
     # A loop busy serving 1,000 subscribers can run one iteration for seconds: the hub's
     # heartbeat wakes up late, and so does everything else. Being late is not being lost.
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"), heartbeat_interval=HEARTBEAT)
+    hub = EventHub(lambda: MemoryBroadcast(), heartbeat_interval=HEARTBEAT)
     await hub.start()
     try:
         async with hub.subscribe(lambda e: e.task_id == "t1") as sub:
@@ -102,7 +102,7 @@ async def test_a_loop_blocked_longer_than_the_heartbeat_timeout_is_not_a_lost_br
 @contextlib.asynccontextmanager
 async def running_hub(**options: Any) -> AsyncIterator[EventHub]:
     """A real hub over the in-process broadcast, stopped at the end."""
-    hub = EventHub(lambda: BroadcasterBroadcast("memory://"), **options)
+    hub = EventHub(lambda: MemoryBroadcast(), **options)
     await hub.start()
     try:
         yield hub

@@ -115,8 +115,93 @@ class _Outbox:
             await sender
 
 
+class MemoryBroadcast:
+    """``memory://``, inside one process (the embedded default), written here rather than
+    taken from broadcaster: its in-memory backend passes every message through a queue
+    and a task of its own before the subscriber's queue, one more wait for a turn of a
+    busy loop per event. Here a post is put on each listener's stream at once, in call
+    order; the listener's reader is the only task in between."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[_MemoryListening]] = {}
+
+    async def connect(self) -> None:
+        return None
+
+    async def disconnect(self) -> None:
+        for listeners in list(self._listeners.values()):
+            for listening in list(listeners):
+                listening.end()
+        self._listeners.clear()
+
+    def post(self, channel: str, message: str) -> asyncio.Future[None]:
+        for listening in self._listeners.get(channel, ()):
+            listening.deliver(message)
+        sent = asyncio.get_running_loop().create_future()
+        sent.set_result(None)
+        return sent
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.post(channel, message)
+
+    def _attach(self, channel: str, listening: _MemoryListening) -> None:
+        self._listeners.setdefault(channel, set()).add(listening)
+
+    def _detach(self, channel: str, listening: _MemoryListening) -> None:
+        listeners = self._listeners.get(channel)
+        if listeners is not None:
+            listeners.discard(listening)
+            if not listeners:
+                del self._listeners[channel]
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[Listening]:
+        listening = _MemoryListening(self)
+        await listening.add(channel)
+        try:
+            yield listening
+        finally:
+            listening.close()
+
+
+class _MemoryListening:
+    def __init__(self, broadcast: MemoryBroadcast) -> None:
+        self._broadcast = broadcast
+        self._channels: set[str] = set()
+        self._texts: asyncio.Queue[object] = asyncio.Queue()
+
+    def deliver(self, message: str) -> None:
+        self._texts.put_nowait(message)
+
+    def end(self) -> None:
+        self._texts.put_nowait(_ENDED)
+
+    async def add(self, channel: str) -> None:
+        self._channels.add(channel)
+        self._broadcast._attach(channel, self)
+
+    async def remove(self, channel: str) -> None:
+        self._channels.discard(channel)
+        self._broadcast._detach(channel, self)
+
+    def close(self) -> None:
+        for channel in list(self._channels):
+            self._broadcast._detach(channel, self)
+        self._channels.clear()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            text = await self._texts.get()
+            if text is _ENDED:
+                return
+            yield cast(str, text)
+
+
 class BroadcasterBroadcast(_Outbox):
-    """``memory://`` inside one process; ``redis://`` or ``postgres://`` across processes."""
+    """``postgres://`` (LISTEN/NOTIFY) across processes, and any other backend broadcaster
+    has; ``memory://`` works too (MemoryBroadcast is what that URL gets)."""
 
     def __init__(self, url: str) -> None:
         super().__init__()
@@ -306,6 +391,9 @@ def _settle(batch: list[tuple[str, str, asyncio.Future[None]]], error: Exception
 
 
 def create_broadcast(url: str) -> Broadcast:
-    if urlparse(url).scheme in ("redis", "rediss"):
+    scheme = urlparse(url).scheme
+    if scheme in ("redis", "rediss"):
         return RedisBroadcast(url)
+    if scheme == "memory":
+        return MemoryBroadcast()
     return BroadcasterBroadcast(url)
