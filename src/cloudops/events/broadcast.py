@@ -115,6 +115,24 @@ class _Outbox:
             await sender
 
 
+#: Put on a stream by its backend going away: the stream ends there.
+_ENDED = object()
+
+
+class _QueuedStream:
+    """A listening stream read from a queue that the backend's side fills."""
+
+    def __init__(self) -> None:
+        self._texts: asyncio.Queue[object] = asyncio.Queue()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            text = await self._texts.get()
+            if text is _ENDED:
+                return
+            yield cast(str, text)
+
+
 class MemoryBroadcast:
     """``memory://``, inside one process (the embedded default), written here rather than
     taken from broadcaster: its in-memory backend passes every message through a queue
@@ -166,11 +184,11 @@ class MemoryBroadcast:
             listening.close()
 
 
-class _MemoryListening:
+class _MemoryListening(_QueuedStream):
     def __init__(self, broadcast: MemoryBroadcast) -> None:
+        super().__init__()
         self._broadcast = broadcast
         self._channels: set[str] = set()
-        self._texts: asyncio.Queue[object] = asyncio.Queue()
 
     def deliver(self, message: str) -> None:
         self._texts.put_nowait(message)
@@ -190,13 +208,6 @@ class _MemoryListening:
         for channel in list(self._channels):
             self._broadcast._detach(channel, self)
         self._channels.clear()
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        while True:
-            text = await self._texts.get()
-            if text is _ENDED:
-                return
-            yield cast(str, text)
 
 
 class BroadcasterBroadcast(_Outbox):
@@ -230,17 +241,13 @@ class BroadcasterBroadcast(_Outbox):
             await listening.close()
 
 
-#: What a channel's forwarder puts on the merged stream when broadcaster ends it.
-_ENDED = object()
-
-
-class _BroadcasterListening:
+class _BroadcasterListening(_QueuedStream):
     """broadcaster gives one subscriber per channel; each channel's messages are moved
     onto one queue (broadcaster's backends share one connection for all channels)."""
 
     def __init__(self, broadcaster: _Broadcaster) -> None:
+        super().__init__()
         self._broadcaster = broadcaster
-        self._texts: asyncio.Queue[object] = asyncio.Queue()
         self._channels: dict[str, tuple[contextlib.AsyncExitStack, asyncio.Task[None]]] = {}
 
     async def add(self, channel: str) -> None:
@@ -273,13 +280,6 @@ class _BroadcasterListening:
     async def close(self) -> None:
         for channel in list(self._channels):
             await self.remove(channel)
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        while True:
-            text = await self._texts.get()
-            if text is _ENDED:
-                return
-            yield cast(str, text)
 
 
 class _RedisListening:
