@@ -18,6 +18,7 @@ from cloudops.domain import EventKind, TaskStatus, TaskType
 from cloudops.events.broadcast import create_broadcast
 from cloudops.events.hub import (
     CHANNEL,
+    MESSAGE_LIMIT,
     BroadcastLost,
     BroadcastUnavailable,
     EventHub,
@@ -325,3 +326,42 @@ async def test_adding_a_channel_returns_only_once_redis_answered_on_the_stream(
                 assert await reading == "hello"
     finally:
         await broadcast.disconnect()
+
+
+async def test_a_writes_events_go_out_as_few_messages_and_arrive_one_by_one_in_order(
+    redis_server: RedisServer,
+) -> None:
+    """Events posted together (a write's) are one PUBLISH while they fit in a message:
+    one command for Redis and one read for every subscribing process, not one per event.
+    A burst bigger than a message is split, each part under the limit; subscribers get
+    every event, in order, as before."""
+    publisher, listener = hub_on(redis_server.url), hub_on(redis_server.url)
+    raw = redis.Redis.from_url(redis_server.url)
+    pubsub = raw.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(CHANNEL)
+    await publisher.start()
+    await listener.start()
+
+    async def messages() -> list[str]:
+        texts = []
+        async with asyncio.timeout(5):
+            while (got := await pubsub.get_message(timeout=0.3)) is not None or not texts:
+                if got is not None:
+                    texts.append(got["data"].decode())
+        return texts
+
+    try:
+        async with listener.subscribe(lambda e: e.task_id == "t1") as sub:
+            await asyncio.gather(*publisher.post_all([event(n) for n in (1, 2, 3)]))
+            assert len(await messages()) == 1
+            assert await sequences(sub, 3) == [1, 2, 3]
+            burst = [event(n) for n in range(4, 4 + 100)]  # ~40 KB of JSON
+            await asyncio.gather(*publisher.post_all(burst))
+            texts = await messages()
+            assert 1 < len(texts) < 100 and all(len(text) <= MESSAGE_LIMIT for text in texts)
+            assert await sequences(sub, 100) == list(range(4, 104))
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await raw.aclose()
+        await publisher.stop()
+        await listener.stop()

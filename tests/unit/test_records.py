@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cloudops.domain import EventKind, TaskStatus, TaskType
-from cloudops.events.records import ArtifactRecord, EventRecord
+from cloudops.events.records import (
+    ArtifactRecord,
+    EventRecord,
+    events_from_json,
+    events_to_json,
+)
 
 
 def test_event_record_round_trips_through_json() -> None:
@@ -47,3 +52,29 @@ def test_record_without_step_or_artifact() -> None:
         None,
     )
     assert EventRecord.from_json(record.to_json()) == record
+
+
+def test_events_that_go_out_together_make_one_message_and_come_back_in_order() -> None:
+    records = [
+        EventRecord(
+            f"e{n}",
+            "t",
+            n,
+            EventKind.LOG,
+            datetime.now(UTC),
+            TaskStatus.RUNNING,
+            n / 10,
+            "k8s:a/b",
+            TaskType.RESTART_WORKLOAD,
+            None,
+            {"name": "restart"},
+            f"line {n}",
+            None,
+        )
+        for n in range(1, 4)
+    ]
+    text = events_to_json(records)
+    assert text.startswith("[")
+    assert events_from_json(text) == records
+    assert events_from_json(events_to_json(records[:1])) == records[:1]
+    assert events_to_json(records[:1]) == records[0].to_json()  # one event: as it always was

@@ -74,10 +74,13 @@ class EventRecord:
         )
 
     def to_json(self) -> str:
+        return json.dumps(self._to_data(), separators=(",", ":"))
+
+    def _to_data(self) -> dict[str, Any]:
         # Field by field rather than dataclasses.asdict, which deep-copies the step dict:
         # this runs once per event on the hot path.
         artifact = self.artifact
-        data = {
+        return {
             "id": self.id,
             "task_id": self.task_id,
             "sequence": self.sequence,
@@ -102,11 +105,13 @@ class EventRecord:
                 "created_at": artifact.created_at.isoformat(),
             },
         }
-        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> EventRecord:
-        data = json.loads(text)
+        return cls._from_data(json.loads(text))
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any]) -> EventRecord:
         artifact = data.pop("artifact")
         if artifact is not None:
             artifact["created_at"] = datetime.fromisoformat(artifact["created_at"])
@@ -121,3 +126,19 @@ class EventRecord:
                 "artifact": artifact,
             }
         )
+
+
+def events_to_json(events: list[EventRecord]) -> str:
+    """One broadcast message for events that go out together: an event's object, or an
+    array of them."""
+    if len(events) == 1:
+        return events[0].to_json()
+    return json.dumps([event._to_data() for event in events], separators=(",", ":"))
+
+
+def events_from_json(text: str) -> list[EventRecord]:
+    """The events of one broadcast message (see ``events_to_json``)."""
+    data = json.loads(text)
+    if isinstance(data, list):
+        return [EventRecord._from_data(item) for item in data]
+    return [EventRecord._from_data(data)]

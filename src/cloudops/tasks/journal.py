@@ -690,14 +690,18 @@ class Journal:
         write is done, and its caller (a mutation, the attempt's next step) need not
         wait for a round trip to Redis. A broadcast failure loses nothing: the database
         has the events, and subscribers fill a gap from it or resume with
-        ``afterSequence``."""
-        for event in events:
-            try:
-                sent = self.hub.post(event)
-            except Exception as exc:
-                self._broadcast_failed(event.task_id, exc)
-                return
-            sent.add_done_callback(functools.partial(self._after_post, event.task_id))
+        ``afterSequence``. A write's events go out together, as one message where they
+        fit."""
+        if not events:
+            return
+        task_id = events[0].task_id  # for the warning: a write is mostly one task's
+        try:
+            posted = self.hub.post_all(events)
+        except Exception as exc:
+            self._broadcast_failed(task_id, exc)
+            return
+        for sent in posted:
+            sent.add_done_callback(functools.partial(self._after_post, task_id))
 
     def _after_post(self, task_id: str, sent: asyncio.Future[None]) -> None:
         if sent.cancelled():
