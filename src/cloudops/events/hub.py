@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from cloudops.events.broadcast import Broadcast, Listening
-from cloudops.events.records import EventRecord, events_from_json, events_to_json
+from cloudops.events.records import EventRecord, events_from_json, joined_json
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +220,16 @@ class EventHub:
         """``post`` for events that go out together (a write's): as few messages as fit
         under MESSAGE_LIMIT (one PUBLISH, one read for every subscribing process, not
         one per event); a future per message."""
-        messages: list[list[EventRecord]] = []
+        messages: list[list[str]] = []
         size = 0
-        for event, text in zip(events, (event.to_json() for event in events), strict=True):
+        for text in (event.to_json() for event in events):
             if messages and size + len(text) + 1 <= MESSAGE_LIMIT:
-                messages[-1].append(event)
+                messages[-1].append(text)
                 size += len(text) + 1
             else:
-                messages.append([event])
+                messages.append([text])
                 size = len(text) + 2
-        return [self._post_text(events_to_json(part)) for part in messages]
+        return [self._post_text(joined_json(texts)) for texts in messages]
 
     def _post_text(self, text: str, channel: str = CHANNEL) -> asyncio.Future[None]:
         broadcast = self._current

@@ -74,13 +74,10 @@ class EventRecord:
         )
 
     def to_json(self) -> str:
-        return json.dumps(self._to_data(), separators=(",", ":"))
-
-    def _to_data(self) -> dict[str, Any]:
         # Field by field rather than dataclasses.asdict, which deep-copies the step dict:
         # this runs once per event on the hot path.
         artifact = self.artifact
-        return {
+        data = {
             "id": self.id,
             "task_id": self.task_id,
             "sequence": self.sequence,
@@ -105,6 +102,7 @@ class EventRecord:
                 "created_at": artifact.created_at.isoformat(),
             },
         }
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> EventRecord:
@@ -128,16 +126,14 @@ class EventRecord:
         )
 
 
-def events_to_json(events: list[EventRecord]) -> str:
-    """One broadcast message for events that go out together: an event's object, or an
-    array of them."""
-    if len(events) == 1:
-        return events[0].to_json()
-    return json.dumps([event._to_data() for event in events], separators=(",", ":"))
+def joined_json(texts: list[str]) -> str:
+    """One broadcast message for events that go out together, from their ``to_json``
+    texts: an event's object, or an array of them."""
+    return texts[0] if len(texts) == 1 else f"[{','.join(texts)}]"
 
 
 def events_from_json(text: str) -> list[EventRecord]:
-    """The events of one broadcast message (see ``events_to_json``)."""
+    """The events of one broadcast message (see ``joined_json``)."""
     data = json.loads(text)
     if isinstance(data, list):
         return [EventRecord._from_data(item) for item in data]
