@@ -39,21 +39,12 @@ def broadcast_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
         yield pg.ADMIN_DSN
 
 
-@contextlib.asynccontextmanager
-async def connected(url: str) -> AsyncIterator[Broadcast]:
-    broadcast = create_broadcast(url)
-    await broadcast.connect()
-    try:
-        yield broadcast
-    finally:
-        await broadcast.disconnect()
-
-
 class Reader:
     """Reads a listening stream in the background, as the event hub does (``add`` is
     answered on the stream itself)."""
 
     def __init__(self, listening: Listening) -> None:
+        self.listening = listening
         self.texts: asyncio.Queue[str] = asyncio.Queue()
         self._task = asyncio.create_task(self._read(listening))
 
@@ -70,6 +61,22 @@ class Reader:
         await asyncio.wait({self._task})
 
 
+@contextlib.asynccontextmanager
+async def listening_on(url: str, channel: str) -> AsyncIterator[tuple[Broadcast, Reader]]:
+    """A connected broadcast and a reader of its stream listening on ``channel``."""
+    broadcast = create_broadcast(url)
+    await broadcast.connect()
+    try:
+        async with broadcast.listen(channel) as listening:
+            reader = Reader(listening)
+            try:
+                yield broadcast, reader
+            finally:
+                await reader.close()
+    finally:
+        await broadcast.disconnect()
+
+
 def channels() -> tuple[str, str]:
     """Channel names of this test alone (the PostgreSQL and Redis servers are shared)."""
     tag = uuid.uuid4().hex[:12]
@@ -83,56 +90,44 @@ async def test_a_listener_receives_what_is_published_on_its_channel_in_order(
     broadcast_url: str,
 ) -> None:
     base, other = channels()
-    async with connected(broadcast_url) as broadcast, broadcast.listen(base) as listening:
-        reader = Reader(listening)
-        try:
-            # The first channel's subscription may still be on its way: wait for a message.
-            async with asyncio.timeout(5):
-                while reader.texts.empty():
-                    await broadcast.publish(base, "probe")
-                    await asyncio.sleep(0.05)
-            for n in range(5):
-                broadcast.post(other, f"elsewhere {n}")  # not listened to
-                broadcast.post(base, f"m{n}")
-            await broadcast.publish(base, "last")
-            got: list[str] = []
-            while len(got) < 6:
-                if (text := await reader.next()) != "probe":
-                    got.append(text)
-            assert got == [*(f"m{n}" for n in range(5)), "last"]
-        finally:
-            await reader.close()
+    async with listening_on(broadcast_url, base) as (broadcast, reader):
+        # The first channel's subscription may still be on its way: wait for a message.
+        async with asyncio.timeout(5):
+            while reader.texts.empty():
+                await broadcast.publish(base, "probe")
+                await asyncio.sleep(0.05)
+        for n in range(5):
+            broadcast.post(other, f"elsewhere {n}")  # not listened to
+            broadcast.post(base, f"m{n}")
+        await broadcast.publish(base, "last")
+        got: list[str] = []
+        while len(got) < 6:
+            if (text := await reader.next()) != "probe":
+                got.append(text)
+        assert got == [*(f"m{n}" for n in range(5)), "last"]
 
 
 async def test_a_channel_added_while_listening_misses_nothing_published_after_add(
     broadcast_url: str,
 ) -> None:
     base, added = channels()
-    async with connected(broadcast_url) as broadcast, broadcast.listen(base) as listening:
-        reader = Reader(listening)
-        try:
-            await listening.add(added)
-            # No wait, no retry: add's return is the promise.
-            await broadcast.publish(added, "first")
-            assert await reader.next() == "first"
-        finally:
-            await reader.close()
+    async with listening_on(broadcast_url, base) as (broadcast, reader):
+        await reader.listening.add(added)
+        # No wait, no retry: add's return is the promise.
+        await broadcast.publish(added, "first")
+        assert await reader.next() == "first"
 
 
 async def test_a_removed_channel_stops_arriving_and_can_be_added_again(
     broadcast_url: str,
 ) -> None:
     base, added = channels()
-    async with connected(broadcast_url) as broadcast, broadcast.listen(base) as listening:
-        reader = Reader(listening)
-        try:
-            await listening.add(added)
-            await listening.remove(added)
-            await broadcast.publish(added, "not for us")
-            await broadcast.publish(base, "after")
-            assert await reader.next() == "after"
-            await listening.add(added)
-            await broadcast.publish(added, "again")
-            assert await reader.next() == "again"
-        finally:
-            await reader.close()
+    async with listening_on(broadcast_url, base) as (broadcast, reader):
+        await reader.listening.add(added)
+        await reader.listening.remove(added)
+        await broadcast.publish(added, "not for us")
+        await broadcast.publish(base, "after")
+        assert await reader.next() == "after"
+        await reader.listening.add(added)
+        await broadcast.publish(added, "again")
+        assert await reader.next() == "again"
