@@ -25,7 +25,16 @@ from datetime import datetime
 from typing import cast
 
 import asyncpg
-from sqlalchemy import String, Table, bindparam, func, literal, text, update
+from sqlalchemy import (
+    String,
+    Table,
+    bindparam,
+    column,
+    func,
+    literal,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +59,7 @@ CANCEL_CHANNEL = "cloudops_cancel"
 # to it in between, STARTED's guard (the status, attempt and last_sequence read here)
 # fails, the session is released, and the next claim reads the task afresh.
 _TASKS = cast(Table, Task.__table__)
+_SESSIONS = cast(Table, BusSession.__table__)
 _CLAIM = text(f"""
 WITH pick AS (
     SELECT s.entity_id AS claim_entity, {", ".join(f"t.{c.name}" for c in _TASKS.c)}
@@ -71,7 +81,14 @@ SET owner = :owner, lease_until = now() + make_interval(secs => :lease),
     fence = s.fence + 1, task_id = pick.id
 FROM pick WHERE s.entity_id = pick.claim_entity
 RETURNING s.fence AS claim_fence, pick.*
-""").columns(**{c.name: c.type for c in _TASKS.c})
+""").columns(
+    # Every returned column, in order: SQLAlchemy then matches them by position and keeps
+    # the result's metadata with the cached statement instead of rebuilding it by name on
+    # each claim (about 5 % of a busy worker's CPU).
+    column("claim_fence", _SESSIONS.c.fence.type),
+    column("claim_entity", _SESSIONS.c.entity_id.type),
+    *(column(c.name, c.type) for c in _TASKS.c),
+)
 #: (attribute, column name) of the Task columns: they differ for ``meta``.
 _TASK_ATTRIBUTES = [(a.key, a.columns[0].name) for a in Task.__mapper__.column_attrs]
 
@@ -86,7 +103,6 @@ WITH ensured AS (
 SELECT pg_notify(:channel, '')
 """)
 
-_SESSIONS = cast(Table, BusSession.__table__)
 
 #: The same, as the part of a submission's one statement (see InStatement).
 _IN_SUBMISSION: InStatement[str] = InStatement(
