@@ -153,6 +153,11 @@ def test_three_workers_one_killed(tmp_path: Path) -> None:
                     f"{LEASE_SECONDS + TAKEOVER_SLACK:.0f}s of the kill at {killed_at.isoformat()}"
                 )
 
+    # The workers ran on the loop `cloudops serve` gets from uvicorn (cli.event_loop_factory).
+    for worker in workers[1:]:
+        if "worker running on the uvloop event loop" not in logs[worker.name]:
+            problems.append(f"{worker.name} did not run on uvloop")
+
     # The API answered /healthz with 200 all along.
     assert health_samples > 10, f"only {health_samples} /healthz samples"
     if health_failures:
