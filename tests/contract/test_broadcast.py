@@ -131,3 +131,16 @@ async def test_a_removed_channel_stops_arriving_and_can_be_added_again(
         await reader.listening.add(added)
         await broadcast.publish(added, "again")
         assert await reader.next() == "again"
+
+
+async def test_a_channel_listened_to_may_be_heard_and_only_memory_knows_when_not(
+    broadcast_url: str,
+) -> None:
+    base, added = channels()
+    async with listening_on(broadcast_url, base) as (broadcast, reader):
+        assert broadcast.may_be_heard(base)
+        await reader.listening.add(added)
+        assert broadcast.may_be_heard(added)
+        await reader.listening.remove(added)
+        # In-process, every listener is in sight; a shared backend cannot tell.
+        assert broadcast.may_be_heard(added) is (broadcast.name != "memory")

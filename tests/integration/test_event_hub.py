@@ -202,3 +202,24 @@ async def test_only_a_subscription_with_nothing_queued_switches() -> None:
         assert not sub.deliver_directly(lambda records: 0), "a queued event would be overtaken"
         queued = sub.queue.get_nowait()
         assert isinstance(queued, EventRecord) and queued.sequence == 1
+
+
+async def test_with_nobody_watching_in_process_a_write_is_not_even_serialized() -> None:
+    """On the embedded default a write's events are posted only while a subscriber of
+    this process watches; before and after, nothing is made or sent, and nothing that
+    anybody could have received is lost."""
+    async with running_hub() as hub:
+        assert hub.post_all([event(1), event(2)]) == []
+        async with hub.subscribe(lambda e: True) as sub:
+            posted = hub.post_all([event(3), event(4)])
+            assert len(posted) == 1, "one message for the write"
+            await asyncio.gather(*posted)
+            async with asyncio.timeout(5):
+                assert [(await sub.queue.get()).sequence for _ in range(2)] == [3, 4]
+        # The hub stops watching after its last subscriber, then again posts nothing.
+        for _ in range(500):
+            if not hub.post_all([event(5)]):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the hub still posts 5 s after its last subscriber left")

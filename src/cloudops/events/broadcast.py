@@ -51,6 +51,12 @@ class Broadcast(Protocol):
 
     def post(self, channel: str, message: str) -> asyncio.Future[None]: ...
 
+    def may_be_heard(self, channel: str) -> bool:
+        """False only when the backend knows that nothing listens on ``channel`` now, so a
+        post there would be dropped: then the caller need not even write the message.
+        Only an in-process backend can know; a shared one says True."""
+        ...
+
     async def publish(self, channel: str, message: str) -> None: ...
 
     def listen(self, channel: str) -> contextlib.AbstractAsyncContextManager[Listening]: ...
@@ -79,6 +85,9 @@ class _Outbox:
 
     async def publish(self, channel: str, message: str) -> None:
         await self.post(channel, message)
+
+    def may_be_heard(self, channel: str) -> bool:
+        return True  # other processes' listeners are out of sight
 
     async def _send_batch(self, batch: list[tuple[str, str]]) -> None:
         raise NotImplementedError
@@ -163,6 +172,9 @@ class MemoryBroadcast:
 
     async def publish(self, channel: str, message: str) -> None:
         await self.post(channel, message)
+
+    def may_be_heard(self, channel: str) -> bool:
+        return channel in self._listeners  # every listener is in this process
 
     def _attach(self, channel: str, listening: _MemoryListening) -> None:
         self._listeners.setdefault(channel, set()).add(listening)

@@ -219,7 +219,12 @@ class EventHub:
     def post_all(self, events: list[EventRecord]) -> list[asyncio.Future[None]]:
         """``post`` for events that go out together (a write's): as few messages as fit
         under MESSAGE_LIMIT (one PUBLISH, one read for every subscribing process, not
-        one per event); a future per message."""
+        one per event); a future per message. None at all where the backend knows that
+        nobody listens (on the embedded default while no subscriber is watching: then
+        not even the JSON is made)."""
+        broadcast = self._current
+        if broadcast is not None and self.connected and not broadcast.may_be_heard(CHANNEL):
+            return []
         messages: list[list[str]] = []
         size = 0
         for text in (event.to_json() for event in events):
