@@ -3,14 +3,18 @@ to be awaited (graphql/shared_events.py ``renders_synchronously``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 
 import pytest
 import strawberry
 from graphql import parse
 
+from cloudops.domain import EventKind, TaskStatus, TaskType
+from cloudops.events.records import EventRecord
 from cloudops.graphql.schema import build_schema
-from cloudops.graphql.shared_events import SharedEventExecutor
+from cloudops.graphql.shared_events import SharedEventExecutor, event_view
 from cloudops.settings import Settings
 
 
@@ -86,3 +90,46 @@ def test_the_dashboards_live_feed_renders_synchronously() -> None:
       step { index name status progress message startedAt finishedAt }
       artifact { id kind path sizeBytes sha256 createdAt url taskId } }"""
     assert executor(schema, document).renders_synchronously()
+
+
+def test_subscribers_of_one_operation_get_one_encoded_payload_per_event() -> None:
+    """The live feed writes the same bytes to every subscriber of an operation: made and
+    encoded once per event, while another operation gets its own."""
+    schema = build_schema(Settings(_env_file=None))
+    feed = "subscription { taskEvents { id taskId sequence kind status } }"
+    first, second = executor(schema, feed), executor(schema, feed)
+    other = executor(schema, "subscription { taskEvents { sequence message } }")
+    record = EventRecord(
+        "event-1",
+        "task-1",
+        3,
+        EventKind.LOG,
+        datetime(2026, 11, 29, tzinfo=UTC),
+        TaskStatus.RUNNING,
+        0.5,
+        "k8s:default/web",
+        TaskType.RESTART_WORKLOAD,
+        None,
+        None,
+        "hello",
+        None,
+    )
+    view = event_view(record)
+
+    payload = first.next_payload(view)
+    assert json.loads(payload) == {
+        "data": {
+            "taskEvents": {
+                "id": "event-1",
+                "taskId": "task-1",
+                "sequence": 3,
+                "kind": "LOG",
+                "status": "RUNNING",
+            }
+        }
+    }
+    assert second.next_payload(view) is payload, "shared, not made again"
+    assert first.next_payload(view) is payload
+    assert json.loads(other.next_payload(view)) == {
+        "data": {"taskEvents": {"sequence": 3, "message": "hello"}}
+    }

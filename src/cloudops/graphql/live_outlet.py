@@ -39,9 +39,9 @@ FRAME_WRITER = "cloudops.frame_writer"
 
 
 class FrameWriter(Protocol):
-    def write_texts(self, texts: list[str]) -> list[int] | None:
-        """Send text frames now, in one write; their sizes in bytes, or None when the
-        socket is closing."""
+    def write_texts(self, texts: list[bytes]) -> list[int] | None:
+        """Send text frames (UTF-8) now, in one write; their sizes in bytes, or None when
+        the socket is closing."""
 
     def unsent_bytes(self) -> int:
         """Bytes written but not yet taken by the kernel (the peer is behind by that)."""
@@ -81,7 +81,7 @@ class LiveOutlet:
         self._operation = operation
         self._executor = executor
         self._frames = frames
-        self._prefix = next_message_prefix(operation.id)
+        self._prefix = next_message_prefix(operation.id).encode()
         self._written = 0  # bytes of this operation's frames written so far
         self._frame_ends: deque[int] = deque()  # where each frame not yet sent ends
 
@@ -89,10 +89,8 @@ class LiveOutlet:
         operation = self._operation
         if operation.completed or self._handler.operations.get(operation.id) is not operation:
             return 0  # the client completed it; its task's cancellation unsubscribes it
-        frames = [
-            f"{self._prefix}{self._executor.next_payload_json(event_view(record))}}}"
-            for record in records
-        ]
+        prefix, render = self._prefix, self._executor.next_payload
+        frames = [b"".join((prefix, render(event_view(record)), b"}")) for record in records]
         sizes = self._frames.write_texts(frames)
         if sizes is None:
             return 0  # the socket is closing; the handler ends the operation

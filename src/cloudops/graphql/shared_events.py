@@ -69,6 +69,10 @@ _VIEWS: _Recent[str, TaskEvent] = _Recent(CACHE_SIZE)
 _RESULTS: _Recent[tuple[str, Hashable], ExecutionResult] = _Recent(CACHE_SIZE * 4)
 
 
+#: (event id, operation key) -> the whole ``next`` payload, encoded: what the live feed
+#: writes to each of an event's subscribers of one operation (see next_payload).
+_PAYLOADS: _Recent[tuple[str, Hashable], bytes] = _Recent(CACHE_SIZE)
+
 #: id(data) -> (data, its JSON); the data is held so that its id is not reused meanwhile.
 _ENCODED: _Recent[int, tuple[Any, str]] = _Recent(CACHE_SIZE * 4)
 _COMPACT: dict[str, Any] = {"separators": (",", ":")}
@@ -119,11 +123,17 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             _SUBSCRIBING.set(built)
         return built
 
-    def build_per_event_executor(self, payload: Any) -> Any:
+    def _subscription_key(self) -> Hashable | None:
+        """What this subscription's per-event results are shared under (None for queries
+        and mutations); made at the first event."""
         if self._event_key is None and self.operation.operation is OperationType.SUBSCRIPTION:
             self._event_key = self._operation_key()
+        return self._event_key
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        key = self._subscription_key()
         if isinstance(payload, TaskEvent):
-            cached = _RESULTS.get((str(payload.id), self._event_key))
+            cached = _RESULTS.get((str(payload.id), key))
             if cached is not None:
                 return _Executed(cached)  # not even the copy of this executor
         return super().build_per_event_executor(payload)
@@ -191,25 +201,34 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
                 return False
         return True
 
-    def next_payload_json(self, event: TaskEvent) -> str:
-        """The JSON of the ``next`` payload this subscription sends for ``event``, to be
+    def next_payload(self, event: TaskEvent) -> bytes:
+        """The ``next`` payload this subscription sends for ``event``, as UTF-8 JSON, to be
         written straight to its socket (graphql/live_outlet.py). Only for a subscription
-        that renders synchronously."""
+        that renders synchronously. A shared result's payload is made and encoded once
+        for all the event's subscribers of the same operation: per subscriber, this is
+        one lookup."""
+        key = self._subscription_key()
+        if key is not None:
+            made = _PAYLOADS.get((str(event.id), key))
+            if made is not None:
+                return made
         result = self.build_per_event_executor(event).execute_operation()
         if not isinstance(result, ExecutionResult):
             if iscoroutine(result):
                 result.close()
-            raise TypeError("next_payload_json: this subscription's result must be awaited")
-        if not result.errors and not result.extensions:
+            raise TypeError("next_payload: this subscription's result must be awaited")
+        if not result.errors and not result.extensions and key is not None:
             shared = shared_json(result.data)
             if shared is not None:
-                return f'{{"data":{shared}}}'
+                made = f'{{"data":{shared}}}'.encode()
+                _PAYLOADS.put((str(event.id), key), made)
+                return made
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [error.formatted for error in result.errors]
         if result.extensions:
             payload["extensions"] = result.extensions
-        return json.dumps(payload, **_COMPACT)
+        return json.dumps(payload, **_COMPACT).encode()
 
     def _operation_key(self) -> Hashable:
         text = print_ast(self.operation) + "".join(

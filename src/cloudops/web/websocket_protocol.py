@@ -25,7 +25,7 @@ class CloudOpsWebSocketProtocol(WebSocketsSansIOProtocol):
         extensions = cast(dict[str, Any], self.scope["extensions"])
         extensions[FRAME_WRITER] = {"writer": self}
 
-    def write_texts(self, texts: list[str]) -> list[int] | None:
+    def write_texts(self, texts: list[bytes]) -> list[int] | None:
         # The same steps as the ASGI "websocket.send" of the base class, minus its await
         # for a writable transport (a peer that is behind shows in unsent_bytes instead),
         # and with the frames joined into one write.
@@ -40,7 +40,7 @@ class CloudOpsWebSocketProtocol(WebSocketsSansIOProtocol):
         frames = []
         try:
             for text in texts:
-                self.conn.send_text(text.encode())
+                self.conn.send_text(text)
                 frames.append(b"".join(self.conn.data_to_send()))
         except InvalidState:
             return None
