@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from cloudops.db.models import Task
 from cloudops.domain import EventKind, TaskStatus
@@ -84,19 +85,28 @@ async def test_a_one_append_transaction_refuses_a_second_append(runtime_factory:
     assert [e.message for e in await events_of(runtime, task.id)][1:] == expected
 
 
-async def test_on_postgres_a_one_append_write_is_sent_on_a_connection_without_a_session(
+async def test_a_one_append_write_is_sent_on_a_connection_without_a_session(
     runtime_factory: Any,
 ) -> None:
-    """No ORM session is built for a statement that needs none (the submission and the
-    worker's writes on PostgreSQL); SQLite's transaction keeps its session."""
+    """No ORM session is built for a write that needs none (the worker's writes; on
+    PostgreSQL also the submission): one statement on PostgreSQL, a transaction on a
+    plain connection on SQLite."""
     runtime, task = await queued_task(runtime_factory)
-    async with runtime.journal.transaction(one_append=True) as txn:
-        if runtime.db.is_sqlite:
-            assert txn.session is not None
-        else:
-            with pytest.raises(RuntimeError, match="no session"):
+    sessions: list[object] = []
+
+    def began(session: Session, *_: object) -> None:
+        sessions.append(session)
+
+    event.listen(Session, "after_begin", began)
+    try:
+        async with runtime.journal.transaction(one_append=True) as txn:
+            with pytest.raises(RuntimeError, match="no ORM session"):
                 _ = txn.session
-        assert await txn.append(task.id, EventKind.LOG, Guard({TaskStatus.QUEUED})) is not None
+            appended = await txn.append(task.id, EventKind.LOG, Guard({TaskStatus.QUEUED}))
+            assert appended is not None
+    finally:
+        event.remove(Session, "after_begin", began)
+    assert sessions == []
     assert [e.sequence for e in await events_of(runtime, task.id)] == [1, 2]
 
 

@@ -323,7 +323,7 @@ class JournalTransaction:
     def session(self) -> AsyncSession:
         """The transaction's ORM session, for the caller's own writes beside the journal's."""
         if not isinstance(self._executor, AsyncSession):
-            raise RuntimeError("a one_append write has no session: it is one statement")
+            raise RuntimeError("a one_append write has no ORM session: it is Core statements alone")
         return self._executor
 
     async def insert(
@@ -674,9 +674,14 @@ class Journal:
     async def transaction(self, *, one_append: bool = False) -> AsyncIterator[JournalTransaction]:
         """``one_append``: the caller appends exactly one event and does nothing else; on
         PostgreSQL that append is a single statement, sent without BEGIN and COMMIT (it
-        has committed when ``append`` returns)."""
+        has committed when ``append`` returns); on SQLite it is a transaction on a
+        connection, with no ORM session (``txn.session`` refuses in both cases)."""
         if one_append and self.db.dialect == "postgresql":
             async with self.db.autocommit() as conn:
+                txn = JournalTransaction(conn, one_append=True)
+                yield txn
+        elif one_append:
+            async with self.db.write_connection() as conn:
                 txn = JournalTransaction(conn, one_append=True)
                 yield txn
         else:
