@@ -144,8 +144,8 @@ class Database:
     async def write_connection(self) -> AsyncIterator[AsyncConnection]:
         """``write``'s transaction (the same lock, ``BEGIN IMMEDIATE`` on SQLite) on a
         connection with no ORM session: for writes made of Core statements alone, which
-        on SQLite spent about as much CPU on the session's set-up, state changes and
-        close as on their statements."""
+        spent up to a tenth of their CPU on the session's set-up, state changes and
+        close."""
         lock = self._write_lock or contextlib.nullcontext()
         try:
             async with lock, self._write_engine.begin() as conn:
