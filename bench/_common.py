@@ -809,12 +809,12 @@ async def running_stack(
                 **extra,
             )
             procs += [spawn_worker(f"worker-{i}", env, tmp) for i in range(workers)]
-            server = spawn_server("api", env, tmp, no_worker=True) if api else None
-            if server is not None:
-                procs.append(server)
-                await wait_healthy(server)
+            api_server = spawn_server("api", env, tmp, no_worker=True) if api else None
+            if api_server is not None:
+                procs.append(api_server)
+                await wait_healthy(api_server)
             await wait_pg_workers(name, procs, workers)
-            yield Stack(backend, url, db, server, procs[:workers], name)
+            yield Stack(backend, url, db, api_server, procs[:workers], name)
         finally:
             stop_all(procs)
             await db.dispose()

@@ -150,15 +150,15 @@ async def _subscribe_all(
 ) -> list[FeedSocket]:
     url = base_url.replace("http://", "ws://", 1).rstrip("/") + "/graphql"
     address = urlsplit(url)
+    host, port = address.hostname, address.port
+    assert host is not None and port is not None, url
     sockets: list[FeedSocket] = []
     gate = asyncio.Semaphore(connect_parallel)
     loop = asyncio.get_running_loop()
 
     async def one(sub: Subscriber) -> None:
         async with gate:
-            _, feed = await loop.create_connection(
-                lambda: FeedSocket(url, sub, query), address.hostname, address.port
-            )
+            _, feed = await loop.create_connection(lambda: FeedSocket(url, sub, query), host, port)
             sockets.append(feed)
             async with asyncio.timeout(60):
                 await feed.subscribed
