@@ -307,8 +307,9 @@ def _submission(bus: InStatement[str] | None) -> Select[Any]:
 
 
 class JournalTransaction:
-    """The journal's writes in one transaction, or (``one_append`` on PostgreSQL) in one
-    statement sent on an autocommit connection: no ORM session is made for it."""
+    """The journal's writes in one transaction. A ``one_append`` write gets no ORM
+    session: on PostgreSQL it is one statement on an autocommit connection, on SQLite a
+    transaction on a plain connection."""
 
     def __init__(
         self, executor: AsyncSession | AsyncConnection, *, one_append: bool = False
@@ -676,12 +677,10 @@ class Journal:
         PostgreSQL that append is a single statement, sent without BEGIN and COMMIT (it
         has committed when ``append`` returns); on SQLite it is a transaction on a
         connection, with no ORM session (``txn.session`` refuses in both cases)."""
-        if one_append and self.db.dialect == "postgresql":
-            async with self.db.autocommit() as conn:
-                txn = JournalTransaction(conn, one_append=True)
-                yield txn
-        elif one_append:
-            async with self.db.write_connection() as conn:
+        if one_append:
+            postgres = self.db.dialect == "postgresql"
+            connection = self.db.autocommit() if postgres else self.db.write_connection()
+            async with connection as conn:
                 txn = JournalTransaction(conn, one_append=True)
                 yield txn
         else:
