@@ -268,15 +268,22 @@ async def submit_graphql(
 
 
 class CommitCounter:
-    """Counts committed transactions on an engine: the journal's writes per task."""
+    """Counts committed transactions on a database: the journal's writes per task (the
+    engine's commits and the one-trip writes, which pass no engine events)."""
 
     def __init__(self, db: Database) -> None:
-        self.count = 0
+        self._db = db
+        self._engine_commits = 0
+        self._one_trip_before = db.one_trip_commits
         self._engine = db.engine.sync_engine
         event.listen(self._engine, "commit", self._on_commit)
 
+    @property
+    def count(self) -> int:
+        return self._engine_commits + self._db.one_trip_commits - self._one_trip_before
+
     def _on_commit(self, _conn: Any) -> None:
-        self.count += 1
+        self._engine_commits += 1
 
     def close(self) -> None:
         event.remove(self._engine, "commit", self._on_commit)

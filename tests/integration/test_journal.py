@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_
 
 from cloudops.db.models import Task
 from cloudops.domain import EventKind, TaskStatus
@@ -80,9 +81,9 @@ async def test_a_one_append_transaction_refuses_a_second_append(runtime_factory:
         async with runtime.journal.transaction(one_append=True) as txn:
             assert await txn.append(task.id, EventKind.LOG, guard, message="first") is not None
             await txn.append(task.id, EventKind.LOG, guard, message="second")
-    # On PostgreSQL the single statement committed as it ran; SQLite rolled it back.
-    expected = [] if runtime.db.is_sqlite else ["first"]
-    assert [e.message for e in await events_of(runtime, task.id)][1:] == expected
+    # The one append committed as it ran: one statement on PostgreSQL, a transaction in
+    # one trip on SQLite.
+    assert [e.message for e in await events_of(runtime, task.id)][1:] == ["first"]
 
 
 async def test_a_one_append_write_is_sent_on_a_connection_without_a_session(
@@ -181,29 +182,57 @@ async def test_a_batch_guard_is_checked_before_its_first_event_only(
     ]
 
 
+def trace_sqlite(runtime: Runtime) -> dict[int, list[str]]:
+    """What SQLite itself runs (its trace callback: every statement, BEGIN and COMMIT
+    included), as the first three words, per connection, on each connection the engine
+    hands out from now on."""
+    ran: dict[int, list[str]] = {}
+
+    def on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        statements = ran.setdefault(id(dbapi_conn), [])
+        trace = dbapi_conn._connection.set_trace_callback(
+            lambda sql: statements.append(" ".join(sql.split()[:3]))
+        )
+        await_(trace)
+
+    event.listen(runtime.db.engine.sync_engine.pool, "checkout", on_checkout)
+    return ran
+
+
 @pytest.mark.parametrize("runtime_factory", ["sqlite"], indirect=True)
-async def test_on_sqlite_a_batch_inserts_its_events_in_one_statement_and_a_submission_numbers_itself(
+async def test_on_sqlite_a_submission_is_one_transaction_that_numbers_itself(
     runtime_factory: Any,
 ) -> None:
-    """Each statement is a trip to SQLite's thread under the one write lock: a batch's
-    events go in one INSERT, and a task's queue position is computed by its own INSERT."""
+    """A submission with nothing to read is the task's INSERT, which computes its queue
+    position itself (no read of max() first), and its event's INSERT, in one write
+    transaction (sent to SQLite's thread in one trip)."""
     runtime: Runtime = await runtime_factory(run_worker=False)
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        sent.append(" ".join(statement.split()[:3]))
-
-    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    ran = trace_sqlite(runtime)
     positions = []
     for name in ("a", "b", "a"):
         result = await runtime.tasks.restart_workload(inputs.RestartWorkload("ns", name))
         assert result.value is not None
         positions.append(result.value.queue_seq)
     assert positions == [1, 2, 3]
-    writes = [statement for statement in sent if not statement.startswith("SELECT environments")]
-    assert writes == ["INSERT INTO tasks", "INSERT INTO task_events"] * 3, "no read of max()"
-    task = result.value
-    sent.clear()
+    one = ["BEGIN IMMEDIATE", "INSERT INTO tasks", "INSERT INTO task_events", "COMMIT"]
+    (submissions,) = [sent for sent in ran.values() if "INSERT INTO tasks" in sent]
+    assert submissions == one * 3
+    assert [e.kind for e in await events_of(runtime, result.value.id)] == [EventKind.QUEUED]
+
+
+@pytest.mark.parametrize("runtime_factory", ["sqlite"], indirect=True)
+async def test_on_sqlite_a_batch_inserts_its_events_in_one_statement(
+    runtime_factory: Any,
+) -> None:
+    """Each statement is a trip to SQLite's thread under the one write lock: a batch's
+    events go in one INSERT (in a session's transaction as in a one-trip write)."""
+    runtime, task = await queued_task(runtime_factory)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
     changes = [
         Change(EventKind.STARTED, {"status": TaskStatus.RUNNING.value}),
         Change(EventKind.STEP_STARTED, {"progress": 0.0}, step={"name": "restart"}),

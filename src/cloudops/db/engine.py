@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection
@@ -22,9 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from cloudops.db import sqlite_driver
+from cloudops.db.one_trip import OneTripWriter, Statements
 from cloudops.errors import DatabaseUnavailable
 
 _WRITE = "cloudops_write"
+T = TypeVar("T")
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -80,6 +82,7 @@ class Database:
             _tune_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._one_trip: OneTripWriter | None = None
         # PostgreSQL (READ COMMITTED) gives every statement its own snapshot, inside a
         # transaction or not, so a read-only session loses nothing without one and saves
         # the BEGIN and ROLLBACK round trips; so does a write that is one statement, which
@@ -140,19 +143,26 @@ class Database:
             _raise_if_unavailable(exc)
             raise
 
-    @contextlib.asynccontextmanager
-    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
-        """``write``'s transaction (the same lock, ``BEGIN IMMEDIATE`` on SQLite) on a
-        connection with no ORM session: for writes made of Core statements alone, which
-        spent up to a tenth of their CPU on the session's set-up, state changes and
-        close."""
-        lock = self._write_lock or contextlib.nullcontext()
-        try:
-            async with lock, self._write_engine.begin() as conn:
-                yield conn
-        except DBAPIError as exc:
-            _raise_if_unavailable(exc)
-            raise
+    async def write_in_one_trip(self, work: Callable[[Statements], T]) -> T:
+        """SQLite: ``work`` as one write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``)
+        under the write lock, run on the database's thread in one trip (see
+        ``db/one_trip.py``); it is rolled back if ``work`` raises. For writes made of a
+        few Core statements whose parameters follow from each other (the worker's)."""
+        if self._write_lock is None:
+            raise RuntimeError("write_in_one_trip() is for SQLite; PostgreSQL uses autocommit()")
+        async with self._write_lock:
+            if self._one_trip is None:
+                self._one_trip = await OneTripWriter.open(await self._write_engine.connect())
+            try:
+                return await self._one_trip.run(work)
+            except DBAPIError as exc:
+                _raise_if_unavailable(exc)
+                raise
+
+    @property
+    def one_trip_commits(self) -> int:
+        """Transactions committed by ``write_in_one_trip`` (they pass no engine events)."""
+        return self._one_trip.commits if self._one_trip is not None else 0
 
     async def ping(self) -> bool:
         try:
@@ -163,6 +173,9 @@ class Database:
             return False
 
     async def dispose(self) -> None:
+        if self._one_trip is not None:
+            writer, self._one_trip = self._one_trip, None
+            await writer.close()
         await self.engine.dispose()
 
 

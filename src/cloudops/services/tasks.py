@@ -444,6 +444,8 @@ class TaskService:
             try:
                 if self.bus.in_statement is not None:
                     return await self._submit_in_statement(draft, org, self.bus.in_statement)
+                if draft.new_environment is None and not self.bus.publishes_in_transaction:
+                    return await self._submit_alone(draft, org)
                 return await self._submit_in_transaction(draft, org)
             except IntegrityError:
                 if draft.options.idempotency_key is None:
@@ -460,6 +462,30 @@ class TaskService:
                 return refused
             task = await self._insert(txn, draft, org)
             messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq, snapshot=task))
+        return Result(task)  # exactly the row just committed: no need to read it back
+
+    async def _submit_alone(self, draft: Draft, org: str) -> Result[Task]:
+        """SQLite: the checks are reads (as on PostgreSQL, see _submit_in_statement); then
+        the task and its QUEUED event are one write in one trip to the database's thread
+        (no ORM session), and the bus hears of it after commit, under the lock that keeps
+        its messages in queue-position order (see _queueing)."""
+        if _reads_first(draft):
+            async with self.db.read() as session:
+                refused = await _check(session, draft, org)
+            if refused is not None:
+                return refused
+            if draft.new_environment is not None:
+                # A draft that adds a row of its own (a sandbox's environment, whose name
+                # must be free) is checked again inside the write: nothing can come
+                # between that check and the insert.
+                draft.new_environment = None
+                return await self._submit_in_transaction(draft, org)
+        async with self._enqueue_lock:
+            async with self.journal.transaction(one_append=True) as txn:
+                task = await self._insert(txn, draft, org)
+            await self.bus.publish(
+                TaskMessage(task.id, task.entity_id, task.queue_seq, snapshot=task)
+            )
         return Result(task)  # exactly the row just committed: no need to read it back
 
     async def _submit_in_statement(

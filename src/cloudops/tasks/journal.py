@@ -6,7 +6,9 @@ transaction. On PostgreSQL a write is one statement (a data-modifying CTE), also
 appends several events of one task (an attempt's held events go with its next one): one
 UPDATE moves ``last_sequence`` by their number and each is inserted with its own. The guard
 (expected statuses, attempt) is how concurrent writers are fenced: zero rows updated means
-somebody else moved the task and the caller must not write.
+somebody else moved the task and the caller must not write. On SQLite a write made alone
+(a worker's, a submission with nothing to read) is one transaction sent to the database's
+thread in one trip (``db/one_trip.py``); the same code runs inside a session's transaction.
 Events are published through the hub only after the transaction has committed, so the
 stored events and the broadcast ones are the same events (invariant 3).
 """
@@ -18,10 +20,10 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import sqlalchemy
 from sqlalchemy import Insert, Select, Table, Update, bindparam, exists, func, select, update
@@ -30,12 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from cloudops.bus.base import BoundInStatement, InStatement, Lease
 from cloudops.db.engine import Database
 from cloudops.db.models import Artifact, BusSession, Task, TaskEvent
+from cloudops.db.one_trip import SessionStatements, Statements
 from cloudops.db.types import new_id, utcnow
 from cloudops.domain import EventKind, TaskStatus, TaskType
 from cloudops.events.hub import EventHub
 from cloudops.events.records import ArtifactRecord, EventRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,15 +312,19 @@ def _submission(bus: InStatement[str] | None) -> Select[Any]:
 
 class JournalTransaction:
     """The journal's writes in one transaction. A ``one_append`` write gets no ORM
-    session: on PostgreSQL it is one statement on an autocommit connection, on SQLite a
-    transaction on a plain connection."""
+    session: on PostgreSQL it is one statement on an autocommit connection, on SQLite one
+    transaction in one trip to the database's thread (``Database.write_in_one_trip``);
+    either has committed when its append returns."""
 
     def __init__(
-        self, executor: AsyncSession | AsyncConnection, *, one_append: bool = False
+        self, executor: AsyncSession | AsyncConnection | Database, *, one_append: bool = False
     ) -> None:
         self._executor = executor
-        bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
-        self._postgres = bind.dialect.name == "postgresql"
+        if isinstance(executor, Database):
+            self._postgres = executor.dialect == "postgresql"
+        else:
+            bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
+            self._postgres = bind.dialect.name == "postgresql"
         self.events: list[EventRecord] = []
         self._one_append = one_append
 
@@ -327,6 +335,22 @@ class JournalTransaction:
             raise RuntimeError("a one_append write has no ORM session: it is Core statements alone")
         return self._executor
 
+    @property
+    def _statements(self) -> AsyncSession | AsyncConnection:
+        """Where the journal's PostgreSQL statements go, one await each."""
+        if isinstance(self._executor, Database):
+            raise RuntimeError("SQLite's one-trip writes take no statements one by one")
+        return self._executor
+
+    async def _on_sqlite(self, work: Callable[[Statements], T]) -> T:
+        """SQLite: ``work`` in the session's transaction, or (one_append) as a
+        transaction of its own in one trip."""
+        if isinstance(self._executor, AsyncSession):
+            return await self._executor.run_sync(lambda session: work(SessionStatements(session)))
+        if isinstance(self._executor, Database):
+            return await self._executor.write_in_one_trip(work)
+        raise RuntimeError("SQLite writes go through a session or write_in_one_trip")
+
     async def insert(
         self, task: Task, kind: EventKind, message: str, bus: InStatement[str] | None = None
     ) -> EventRecord:
@@ -336,17 +360,19 @@ class JournalTransaction:
         statement with the event, which also runs the bus's part."""
         task.last_sequence = 1
         row = {column.key: getattr(task, attribute) for attribute, column in _TASK_COLUMNS}
+        record = _record(new_id(), task.id, 1, kind, task.created_at, task, None, message, None)
         if not self._postgres:
             del row["queue_seq"]
-            result = await self._executor.execute(_INSERT_NUMBERED_TASK, row)
-            task.queue_seq = result.scalar_one()
-            return await self._add_event(task.id, 1, kind, task.created_at, task, message=message)
-        record = _record(new_id(), task.id, 1, kind, task.created_at, task, None, message, None)
+            task.queue_seq = await self._on_sqlite(
+                lambda statements: _insert_sqlite(statements, row, record)
+            )
+            self.events.append(record)
+            return record
         params = {f"t_{key}": value for key, value in row.items() if key != "queue_seq"}
         params.update((f"e_{key}", value) for key, value in _event_row(record).items())
         if bus is not None:
             params.update(bus.params(task.entity_id))
-        task.queue_seq = (await self._executor.execute(_submission(bus), params)).scalar_one()
+        task.queue_seq = (await self._statements.execute(_submission(bus), params)).scalar_one()
         self.events.append(record)
         return record
 
@@ -400,7 +426,14 @@ class JournalTransaction:
         if not self._postgres:
             if bus is not None:
                 raise ValueError("a bus's part rides only in a PostgreSQL statement")
-            return await self._append_each(task_id, guard, changes, params)
+            outcome = await self._on_sqlite(
+                lambda statements: _append_sqlite(statements, task_id, guard, changes, params)
+            )
+            if outcome is None:
+                return None
+            records, appended = outcome
+            self.events.extend(records)
+            return appended
         merged, stated = _merge(changes)
         shapes: list[EventShape] = []
         for index, change in enumerate(changes):
@@ -432,7 +465,7 @@ class JournalTransaction:
             bus.part if bus is not None else None,
             len(guard.statuses),
         )
-        row = (await self._executor.execute(statement, params)).one_or_none()
+        row = (await self._statements.execute(statement, params)).one_or_none()
         if row is None:
             return None
         indexes = range(len(changes))
@@ -448,120 +481,119 @@ class JournalTransaction:
         self.events.extend(records)
         return [Appended(record, bool(row.cancel_requested)) for record in records]
 
-    async def _append_each(
-        self, task_id: str, guard: Guard, changes: Sequence[Change], params: dict[str, Any]
-    ) -> list[Appended] | None:
-        """SQLite, in the caller's transaction: one guarded UPDATE for the batch where each
-        event's state follows without the row as it was before (``_known_before``), else
-        one per event (each event carries the task's state right after it); then one
-        INSERT of all the events."""
-        merged, stated = _merge(changes)
-        follows, before_status = _known_before(guard, merged, stated)
-        if follows:
-            return await self._append_at_once(
-                task_id, guard, changes, params, (merged, stated), before_status
-            )
-        results = []
-        records = []
-        statuses = len(guard.statuses)
-        for change in changes:
-            now = change.at or utcnow()
-            values = {f"v_{attribute}": value for attribute, value in change.values.items()}
-            statement = _guarded_update(
-                tuple(change.values),
-                guard.attempt is not None,
-                guard.lease is not None,
-                1,
-                guard.sequence is not None,
-                statuses,
-            )
-            row = (
-                await self._executor.execute(statement, {**params, **values, "g_now": now})
-            ).one_or_none()
-            if row is None:
-                return None
-            stored = ArtifactRecord.from_row(change.artifact) if change.artifact else None
-            record = _record(
-                new_id(),
-                task_id,
-                row.last_sequence,
-                change.kind,
-                now,
-                row,
-                change.step,
-                change.message,
-                stored,
-            )
-            records.append(record)
-            results.append(Appended(record, bool(row.cancel_requested)))
-            # The next event's guard follows from this one (STARTED makes the task RUNNING).
-            if "status" in change.values:
-                params["g_status0"] = change.values["status"]
-                statuses = 1
-            if "attempt" in change.values and guard.attempt is not None:
-                params["g_attempt"] = change.values["attempt"]
-            if guard.sequence is not None:
-                params["g_sequence"] = row.last_sequence
-        # One statement for the batch (executemany: one trip to the SQLite thread).
-        await self._executor.execute(_INSERT_EVENT, [_event_row(record) for record in records])
-        self.events.extend(records)
-        return results
 
-    async def _append_at_once(
-        self,
-        task_id: str,
-        guard: Guard,
-        changes: Sequence[Change],
-        params: dict[str, Any],
-        merge: tuple[dict[str, Any], list[tuple[Any, Any]]],
-        before_status: str | None,
-    ) -> list[Appended] | None:
-        """SQLite: the batch as one guarded UPDATE (``last_sequence`` moves by its length)
-        and one INSERT of its events; ``before_status``: the task's before the batch, for
-        an earlier event that does not say its own (``_known_before``)."""
-        merged, stated = merge
+def _insert_sqlite(statements: Statements, row: dict[str, Any], record: EventRecord) -> int:
+    """SQLite: the task's row, numbered by its own INSERT, and its first event; the
+    task's queue position."""
+    (inserted,) = statements.rows(_INSERT_NUMBERED_TASK, row)
+    statements.insert_many(_INSERT_EVENT, [_event_row(record)])
+    return int(inserted.queue_seq)
+
+
+_SQLiteOutcome = tuple[list[EventRecord], list[Appended]] | None
+
+
+def _append_sqlite(
+    statements: Statements,
+    task_id: str,
+    guard: Guard,
+    changes: Sequence[Change],
+    params: dict[str, Any],
+) -> _SQLiteOutcome:
+    """SQLite, inside the write's transaction: one guarded UPDATE for the batch where each
+    event's state follows without the row as it was before (``_known_before``), else one
+    per event (each event carries the task's state right after it); then one INSERT of
+    all the events. Synchronous: it runs on SQLite's thread (a one-trip write) or in an
+    ORM session's greenlet."""
+    merged, stated = _merge(changes)
+    follows, before_status = _known_before(guard, merged, stated)
+    if follows:
+        return _append_at_once(
+            statements, task_id, guard, changes, params, (merged, stated), before_status
+        )
+    results = []
+    records = []
+    statuses = len(guard.statuses)
+    for change in changes:
+        now = change.at or utcnow()
+        values = {f"v_{attribute}": value for attribute, value in change.values.items()}
         statement = _guarded_update(
-            tuple(merged),
+            tuple(change.values),
             guard.attempt is not None,
             guard.lease is not None,
-            len(changes),
+            1,
             guard.sequence is not None,
-            len(guard.statuses),
-            before=False,
+            statuses,
         )
-        values = {f"v_{attribute}": value for attribute, value in merged.items()}
-        row = (await self._executor.execute(statement, {**params, **values})).one_or_none()
-        if row is None:
+        rows = statements.rows(statement, {**params, **values, "g_now": now})
+        if not rows:
             return None
-        records = _batch_records(
+        row = rows[0]
+        stored = ArtifactRecord.from_row(change.artifact) if change.artifact else None
+        record = _record(
+            new_id(),
             task_id,
-            changes,
+            row.last_sequence,
+            change.kind,
+            now,
             row,
-            stated,
-            (before_status, row.progress),  # a batch that reaches here sets no progress
-            [new_id() for _ in changes],
-            [change.at or utcnow() for change in changes[:-1]] + [params["g_now"]],
+            change.step,
+            change.message,
+            stored,
         )
-        await self._executor.execute(_INSERT_EVENT, [_event_row(record) for record in records])
-        self.events.extend(records)
-        return [Appended(record, bool(row.cancel_requested)) for record in records]
+        records.append(record)
+        results.append(Appended(record, bool(row.cancel_requested)))
+        # The next event's guard follows from this one (STARTED makes the task RUNNING).
+        if "status" in change.values:
+            params["g_status0"] = change.values["status"]
+            statuses = 1
+        if "attempt" in change.values and guard.attempt is not None:
+            params["g_attempt"] = change.values["attempt"]
+        if guard.sequence is not None:
+            params["g_sequence"] = row.last_sequence
+    # One statement for the batch (executemany).
+    statements.insert_many(_INSERT_EVENT, [_event_row(record) for record in records])
+    return records, results
 
-    async def _add_event(
-        self,
-        task_id: str,
-        sequence: int,
-        kind: EventKind,
-        at: datetime,
-        task: TaskState,
-        *,
-        message: str | None = None,
-    ) -> EventRecord:
-        """Insert the event, with ``task``'s state right after it, and keep it for
-        publishing after commit."""
-        record = _record(new_id(), task_id, sequence, kind, at, task, None, message, None)
-        await self._executor.execute(_INSERT_EVENT, _event_row(record))
-        self.events.append(record)
-        return record
+
+def _append_at_once(
+    statements: Statements,
+    task_id: str,
+    guard: Guard,
+    changes: Sequence[Change],
+    params: dict[str, Any],
+    merge: tuple[dict[str, Any], list[tuple[Any, Any]]],
+    before_status: str | None,
+) -> _SQLiteOutcome:
+    """SQLite: the batch as one guarded UPDATE (``last_sequence`` moves by its length)
+    and one INSERT of its events; ``before_status``: the task's before the batch, for
+    an earlier event that does not say its own (``_known_before``)."""
+    merged, stated = merge
+    statement = _guarded_update(
+        tuple(merged),
+        guard.attempt is not None,
+        guard.lease is not None,
+        len(changes),
+        guard.sequence is not None,
+        len(guard.statuses),
+        before=False,
+    )
+    values = {f"v_{attribute}": value for attribute, value in merged.items()}
+    rows = statements.rows(statement, {**params, **values})
+    if not rows:
+        return None
+    row = rows[0]
+    records = _batch_records(
+        task_id,
+        changes,
+        row,
+        stated,
+        (before_status, row.progress),  # a batch that reaches here sets no progress
+        [new_id() for _ in changes],
+        [change.at or utcnow() for change in changes[:-1]] + [params["g_now"]],
+    )
+    statements.insert_many(_INSERT_EVENT, [_event_row(record) for record in records])
+    return records, [Appended(record, bool(row.cancel_requested)) for record in records]
 
 
 def _batch_records(
@@ -679,9 +711,12 @@ class Journal:
         connection, with no ORM session (``txn.session`` refuses in both cases)."""
         if one_append:
             postgres = self.db.dialect == "postgresql"
-            connection = self.db.autocommit() if postgres else self.db.write_connection()
-            async with connection as conn:
-                txn = JournalTransaction(conn, one_append=True)
+            if postgres:
+                async with self.db.autocommit() as conn:
+                    txn = JournalTransaction(conn, one_append=True)
+                    yield txn
+            else:
+                txn = JournalTransaction(self.db, one_append=True)
                 yield txn
         else:
             async with self.db.write() as session:

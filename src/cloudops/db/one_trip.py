@@ -1,0 +1,202 @@
+"""SQLite write transactions that cost one trip to the database's thread.
+
+A worker's write on the embedded default is a guarded ``UPDATE … RETURNING`` and one
+``INSERT`` of its events. Through a SQLAlchemy connection that was three trips to
+aiosqlite's thread (BEGIN with the UPDATE, the INSERT, COMMIT), each a hand-off and back
+while every other writer waits for the lock, and most of the write's CPU went to
+SQLAlchemy's execution machinery (execution context, result, transaction and pool objects)
+around two statements that never change. Here SQLAlchemy still compiles each statement
+(once) and supplies its bind and result processing, but the whole transaction — ``BEGIN
+IMMEDIATE``, the caller's statements, ``COMMIT`` — is one function on the connection's
+thread: the caller's ``work``, given ``Statements`` that run synchronously there.
+
+Written here rather than taken from a library because none runs a transaction as one call
+on aiosqlite's thread; it uses ``aiosqlite.Connection._execute``, as the driver in
+``sqlite_driver.py`` does (pinned in ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
+
+T = TypeVar("T")
+
+_NO_DEFAULT = object()
+
+
+class Statements(Protocol):
+    """Synchronous statements inside a write transaction (on SQLite's thread, or in an
+    ORM session's greenlet: see ``SessionStatements``)."""
+
+    def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
+        """Run ``statement``; the rows it returns (attribute access by column key)."""
+        ...
+
+    def insert_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run an INSERT once per row (one executemany)."""
+        ...
+
+
+class SessionStatements:
+    """``Statements`` on a synchronous ORM session (``AsyncSession.run_sync``): the same
+    code writes inside a larger session transaction and alone in one trip."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
+        return self._session.execute(statement, params).all()
+
+    def insert_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._session.execute(statement, list(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A statement as SQLite runs it: its SQL, its positional parameters with SQLAlchemy's
+    bind processors (and defaults for literal values), and a maker of its rows."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: tuple[Any, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    row: Callable[[Sequence[Any]], Any] | None
+
+    def parameters(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = []
+        for name, default, process in zip(self.names, self.defaults, self.processors, strict=True):
+            value = params.get(name, default)
+            if value is _NO_DEFAULT:
+                raise KeyError(f"no value for the statement's parameter {name!r}")
+            values.append(process(value) if process is not None else value)
+        return tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
+    """Compiled once per statement (the journal builds each shape once) and parameter
+    names, which SQLAlchemy also compiles with (an INSERT's columns are the names given)."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
+    if compiled.insert_prefetch or compiled.update_prefetch:
+        # Python-side column defaults are computed by SQLAlchemy's execution context,
+        # which this path does without: the caller must give every such column.
+        missing = [column.key for column in compiled.insert_prefetch + compiled.update_prefetch]
+        raise ValueError(f"a one-trip statement needs values for {missing}")
+    names = tuple(compiled.positiontup or ())
+    binds = [compiled.binds[name] for name in names]
+    row = None
+    columns = list(getattr(statement, "exported_columns", ()))
+    if columns:
+        row = _row_maker(columns, dialect)
+    return _Compiled(
+        compiled.string,
+        names,
+        tuple(_NO_DEFAULT if bind.required else bind.effective_value for bind in binds),
+        tuple(bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds),
+        row,
+    )
+
+
+def _row_maker(columns: Sequence[Any], dialect: Dialect) -> Callable[[Sequence[Any]], Any]:
+    row_type = collections.namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
+    processors = [
+        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+    ]
+
+    def make(raw: Sequence[Any]) -> Any:
+        return row_type._make(
+            process(value) if process is not None else value
+            for process, value in zip(processors, raw, strict=True)
+        )
+
+    return make
+
+
+class _ThreadStatements:
+    """``Statements`` on the sqlite3 connection itself, on aiosqlite's thread."""
+
+    def __init__(self, conn: sqlite3.Connection, dialect: Dialect) -> None:
+        self._conn = conn
+        self._dialect = dialect
+
+    def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
+        compiled = _compile(statement, self._dialect, tuple(params))
+        cursor = self._conn.execute(compiled.sql, compiled.parameters(params))
+        try:
+            if compiled.row is None:
+                return []
+            return [compiled.row(raw) for raw in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def insert_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = _compile(statement, self._dialect, tuple(rows[0]))
+        self._conn.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+
+
+def _transaction(conn: sqlite3.Connection, dialect: Dialect, work: Callable[[Statements], T]) -> T:
+    """On the SQLite thread: the whole transaction. Any failure rolls it back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(_ThreadStatements(conn, dialect))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+class OneTripWriter:
+    """A connection of the engine's, kept for one-trip write transactions; the caller
+    holds the write lock (``Database.write_in_one_trip``)."""
+
+    def __init__(self, connection: AsyncConnection, driver: Any) -> None:
+        self._connection = connection
+        self._driver = driver  # aiosqlite.Connection
+        self._dialect = connection.dialect
+        self.commits = 0
+
+    @classmethod
+    async def open(cls, connection: AsyncConnection) -> OneTripWriter:
+        raw = await connection.get_raw_connection()
+        return cls(connection, raw.driver_connection)
+
+    async def run(self, work: Callable[[Statements], T]) -> T:
+        """``work`` in one transaction, in one trip. Cancelled, it still waits for the
+        transaction to end (it cannot be stopped on the thread), so that whoever takes
+        the write lock next finds no transaction open; the outcome is then unknown to
+        the caller, as it would be for a commit cut short."""
+        trip = asyncio.ensure_future(
+            self._driver._execute(_transaction, self._driver._conn, self._dialect, work)
+        )
+        try:
+            result: T = await asyncio.shield(trip)
+        except asyncio.CancelledError:
+            await asyncio.wait({trip})
+            if not trip.cancelled() and trip.exception() is None:
+                self.commits += 1
+            raise
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(
+                "one-trip write transaction", None, exc, sqlite3.Error
+            ) from exc
+        self.commits += 1
+        return result
+
+    async def close(self) -> None:
+        await self._connection.close()
