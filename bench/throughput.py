@@ -100,6 +100,7 @@ class Run:
     entities: int
     seconds: float = math.nan
     submit_seconds: float = math.nan
+    writes_per_task: float | None = None
     commits_per_task: float | None = None
     check: RunCheck = field(default_factory=RunCheck)
     error: str | None = None
@@ -131,6 +132,7 @@ class Run:
             "tasks_per_s": round(self.rate(self.tasks), 1),
             "steps_per_s": round(self.rate(self.check.steps), 1),
             "events_per_s": round(self.rate(self.check.events), 1),
+            "writes_per_task": self.writes_per_task,
             "commits_per_task": self.commits_per_task,
             "events_per_task": round(self.check.events / self.tasks, 2) if self.tasks else None,
             "check": self.check.as_dict(),
@@ -268,22 +270,28 @@ async def submit_graphql(
 
 
 class CommitCounter:
-    """Counts committed transactions on a database: the journal's writes per task (the
-    engine's commits and the one-trip writes, which pass no engine events)."""
+    """Counts a database's write transactions: the journal's writes (what a caller waits
+    for to be durable) and the commits that made them durable (several one-trip writes
+    may share one: a group commit). A session's transaction is one of each; one-trip
+    writes pass no engine events and are counted by the database."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._engine_commits = 0
-        self._one_trip_before = db.one_trip_commits
+        self._session_commits = 0
+        self._before = (db.one_trip_writes, db.one_trip_commits)
         self._engine = db.engine.sync_engine
         event.listen(self._engine, "commit", self._on_commit)
 
     @property
-    def count(self) -> int:
-        return self._engine_commits + self._db.one_trip_commits - self._one_trip_before
+    def writes(self) -> int:
+        return self._session_commits + self._db.one_trip_writes - self._before[0]
+
+    @property
+    def commits(self) -> int:
+        return self._session_commits + self._db.one_trip_commits - self._before[1]
 
     def _on_commit(self, _conn: Any) -> None:
-        self._engine_commits += 1
+        self._session_commits += 1
 
     def close(self) -> None:
         event.remove(self._engine, "commit", self._on_commit)
@@ -331,7 +339,8 @@ async def measure(
         run.submit_seconds = time.perf_counter() - started
         await wait_all_final(db, run.tasks, opts.timeout, poll=0.05)
     if commits is not None:
-        run.commits_per_task = round(commits.count / run.tasks, 2)
+        run.writes_per_task = round(commits.writes / run.tasks, 2)
+        run.commits_per_task = round(commits.commits / run.tasks, 2)
     run.check = await verify_run(db, submitted)
     end = run.check.last_finished_at
     run.seconds = (end - began).total_seconds() if end else time.perf_counter() - started
@@ -442,8 +451,8 @@ async def scenario(opts: Options) -> dict[str, Any]:
 
     baselines: list[BaselineResult] = []
     await opts.template.drop()
-    commits = next(
-        (r.commits_per_task for r in runs if r.commits_per_task),
+    writes = next(
+        (r.writes_per_task for r in runs if r.writes_per_task),
         float(ONE_STEP_EVENTS) if opts.task == ONE_STEP else 15.0,
     )
     if "asyncio" in opts.baselines:
@@ -456,7 +465,7 @@ async def scenario(opts: Options) -> dict[str, Any]:
                         tasks=opts.tasks,
                         entities=opts.entities,
                         layout=layout,
-                        commits_per_task=round(commits),
+                        writes_per_task=round(writes),
                         concurrency=opts.worker_concurrency,
                     )
                 )
@@ -560,6 +569,7 @@ def report(
             "tasks/s",
             "steps/s",
             "events/s",
+            "writes/task",
             "commits/task",
             "submit s",
             "check",
@@ -572,6 +582,7 @@ def report(
                 r.rate(r.tasks),
                 r.rate(r.check.steps),
                 r.rate(r.check.events),
+                r.writes_per_task if r.writes_per_task is not None else "-",
                 r.commits_per_task if r.commits_per_task is not None else "-",
                 r.submit_seconds,
                 r.error or ("ok" if r.check.ok else "FAILED"),
@@ -582,7 +593,17 @@ def report(
     if baselines:
         print_table(
             "Baselines",
-            ["baseline", "layout", "workers", "tasks", "s", "tasks/s", "check"],
+            [
+                "baseline",
+                "layout",
+                "workers",
+                "tasks",
+                "s",
+                "tasks/s",
+                "writes/task",
+                "commits/task",
+                "check",
+            ],
             [
                 (
                     b.name,
@@ -591,6 +612,8 @@ def report(
                     b.tasks,
                     b.seconds,
                     b.tasks_per_s,
+                    b.writes_per_task if b.writes_per_task is not None else "-",
+                    b.commits_per_task if b.commits_per_task is not None else "-",
                     "ok" if b.check.ok else "FAILED",
                 )
                 for b in baselines

@@ -188,3 +188,53 @@ async def test_a_cancelled_caller_waits_for_its_transaction_to_end(db: Database)
     assert [row.name for row in await stored(db)] == ["slow"]
     await db.write_in_one_trip(lambda s: s.insert_many(INSERT, [thing(2, "next")]))
     assert [row.name for row in await stored(db)] == ["slow", "next"]
+
+
+async def test_writes_waiting_together_commit_together_and_a_failing_one_alone_is_undone(
+    db: Database,
+) -> None:
+    """A group commit: writes that arrive while the write lock is held go in one trip
+    and one transaction, each in a savepoint of its own."""
+
+    def failing(statements: Statements) -> None:
+        statements.insert_many(INSERT, [thing(90, "undone")])
+        statements.insert_many(INSERT, [thing(91, "name-0")])  # taken by the first write
+
+    async with db.write() as session:  # holds the write lock while the writes queue up
+        await session.execute(INSERT, thing(99, "by-session"))
+        writes = [
+            asyncio.create_task(
+                db.write_in_one_trip(lambda s, n=n: s.insert_many(INSERT, [thing(n, f"name-{n}")]))
+            )
+            for n in range(5)
+        ]
+        writes.insert(2, asyncio.create_task(db.write_in_one_trip(failing)))
+        await asyncio.sleep(0)
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "NoneType",
+        "NoneType",
+        "IntegrityError",
+        "NoneType",
+        "NoneType",
+        "NoneType",
+    ]
+    assert [row.name for row in await stored(db)] == [f"name-{n}" for n in range(5)] + [
+        "by-session"
+    ]
+    assert db.one_trip_commits == 1
+
+
+async def test_a_write_cancelled_before_its_trip_never_runs(db: Database) -> None:
+    async with db.write() as session:  # the write lock: the one-trip write must wait
+        await session.execute(INSERT, thing(1, "by-session"))
+        waiting = asyncio.create_task(
+            db.write_in_one_trip(lambda s: s.insert_many(INSERT, [thing(2, "never")]))
+        )
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    await db.write_in_one_trip(lambda s: s.insert_many(INSERT, [thing(3, "after")]))
+    assert [row.name for row in await stored(db)] == ["by-session", "after"]
+    assert db.one_trip_commits == 1

@@ -144,25 +144,32 @@ class Database:
             raise
 
     async def write_in_one_trip(self, work: Callable[[Statements], T]) -> T:
-        """SQLite: ``work`` as one write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``)
-        under the write lock, run on the database's thread in one trip (see
-        ``db/one_trip.py``); it is rolled back if ``work`` raises. For writes made of a
-        few Core statements whose parameters follow from each other (the worker's)."""
+        """SQLite: ``work`` committed, in one trip to the database's thread under the
+        write lock, in one transaction with the other writes waiting for that trip
+        (``db/one_trip.py``); undone if ``work`` raises. For writes made of a few Core
+        statements whose parameters follow from each other (the worker's)."""
         if self._write_lock is None:
             raise RuntimeError("write_in_one_trip() is for SQLite; PostgreSQL uses autocommit()")
-        async with self._write_lock:
-            if self._one_trip is None:
-                self._one_trip = await OneTripWriter.open(await self._write_engine.connect())
-            try:
-                return await self._one_trip.run(work)
-            except DBAPIError as exc:
-                _raise_if_unavailable(exc)
-                raise
+        if self._one_trip is None:
+            async with self._write_lock:
+                if self._one_trip is None:
+                    connection = await self._write_engine.connect()
+                    self._one_trip = await OneTripWriter.open(connection, self._write_lock)
+        try:
+            return await self._one_trip.run(work)
+        except DBAPIError as exc:
+            _raise_if_unavailable(exc)
+            raise
 
     @property
     def one_trip_commits(self) -> int:
         """Transactions committed by ``write_in_one_trip`` (they pass no engine events)."""
         return self._one_trip.commits if self._one_trip is not None else 0
+
+    @property
+    def one_trip_writes(self) -> int:
+        """Writes committed by ``write_in_one_trip`` (several may share a commit)."""
+        return self._one_trip.writes if self._one_trip is not None else 0
 
     async def ping(self) -> bool:
         try:

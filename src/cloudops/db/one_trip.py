@@ -8,7 +8,10 @@ SQLAlchemy's execution machinery (execution context, result, transaction and poo
 around two statements that never change. Here SQLAlchemy still compiles each statement
 (once) and supplies its bind and result processing, but the whole transaction — ``BEGIN
 IMMEDIATE``, the caller's statements, ``COMMIT`` — is one function on the connection's
-thread: the caller's ``work``, given ``Statements`` that run synchronously there.
+thread: the caller's ``work``, given ``Statements`` that run synchronously there. Writes
+that arrive while one trip is on the thread go together in the next, as one transaction
+with a savepoint each (a group commit): one COMMIT for all, and a failing write undone
+alone.
 
 Written here rather than taken from a library because none runs a transaction as one call
 on aiosqlite's thread; it uses ``aiosqlite.Connection._execute``, as the driver in
@@ -148,55 +151,139 @@ class _ThreadStatements:
         self._conn.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
 
 
-def _transaction(conn: sqlite3.Connection, dialect: Dialect, work: Callable[[Statements], T]) -> T:
-    """On the SQLite thread: the whole transaction. Any failure rolls it back."""
+#: What ``_transactions`` returns per write: (it succeeded, its result or its exception).
+_Outcome = tuple[bool, Any]
+
+
+def _transactions(
+    conn: sqlite3.Connection, dialect: Dialect, works: Sequence[Callable[[Statements], Any]]
+) -> tuple[bool, list[_Outcome]]:
+    """On the SQLite thread: the writes waiting together, as one transaction (a group
+    commit). With several, each runs inside a savepoint of its own: one that raises is
+    undone alone and gets its exception, the others commit. Returns whether it committed
+    and each write's outcome; a failure of the transaction itself (BEGIN, COMMIT) raises,
+    with everything rolled back."""
+    statements = _ThreadStatements(conn, dialect)
+    alone = len(works) == 1
+    outcomes: list[_Outcome] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        result = work(_ThreadStatements(conn, dialect))
-        conn.execute("COMMIT")
+        for work in works:
+            if not alone:
+                conn.execute("SAVEPOINT one_trip")
+            try:
+                result = work(statements)
+            except Exception as exc:
+                if not alone:
+                    conn.execute("ROLLBACK TO one_trip")
+                    conn.execute("RELEASE one_trip")
+                outcomes.append((False, exc))
+                continue
+            if not alone:
+                conn.execute("RELEASE one_trip")
+            outcomes.append((True, result))
+        committed = any(ok for ok, _ in outcomes)
+        conn.execute("COMMIT" if committed else "ROLLBACK")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return result
+    return committed, outcomes
+
+
+@dataclass(slots=True)
+class _Write:
+    work: Callable[[Statements], Any]
+    done: asyncio.Future[Any]
 
 
 class OneTripWriter:
-    """A connection of the engine's, kept for one-trip write transactions; the caller
-    holds the write lock (``Database.write_in_one_trip``)."""
+    """A connection of the engine's, kept for one-trip write transactions. Writes that
+    arrive while a trip is on the thread (or while the write lock is held) go together
+    in the next trip: one transaction, one COMMIT (``_transactions``)."""
 
-    def __init__(self, connection: AsyncConnection, driver: Any) -> None:
+    def __init__(self, connection: AsyncConnection, driver: Any, lock: asyncio.Lock) -> None:
         self._connection = connection
         self._driver = driver  # aiosqlite.Connection
         self._dialect = connection.dialect
+        self._lock = lock
+        self._pending: list[_Write] = []
+        self._flusher: asyncio.Task[None] | None = None
+        #: Transactions committed (a trip whose every write failed commits nothing), and
+        #: the writes they committed.
         self.commits = 0
+        self.writes = 0
 
     @classmethod
-    async def open(cls, connection: AsyncConnection) -> OneTripWriter:
+    async def open(cls, connection: AsyncConnection, lock: asyncio.Lock) -> OneTripWriter:
         raw = await connection.get_raw_connection()
-        return cls(connection, raw.driver_connection)
+        return cls(connection, raw.driver_connection, lock)
 
     async def run(self, work: Callable[[Statements], T]) -> T:
-        """``work`` in one transaction, in one trip. Cancelled, it still waits for the
-        transaction to end (it cannot be stopped on the thread), so that whoever takes
-        the write lock next finds no transaction open; the outcome is then unknown to
-        the caller, as it would be for a commit cut short."""
-        trip = asyncio.ensure_future(
-            self._driver._execute(_transaction, self._driver._conn, self._dialect, work)
-        )
+        """``work`` in a transaction that has committed when this returns. Cancelled
+        before its trip, it never runs; cancelled during it, it waits for the trip to
+        end (it cannot be stopped on the thread), and its outcome is then unknown to the
+        caller, as it would be for a commit cut short."""
+        write = _Write(work, asyncio.get_running_loop().create_future())
+        self._pending.append(write)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
         try:
-            result: T = await asyncio.shield(trip)
+            result: T = await asyncio.shield(write.done)
         except asyncio.CancelledError:
-            await asyncio.wait({trip})
-            if not trip.cancelled() and trip.exception() is None:
-                self.commits += 1
+            if write in self._pending:
+                self._pending.remove(write)
+            else:
+                await asyncio.wait({write.done})
+                if not write.done.cancelled():
+                    write.done.exception()  # retrieved: the caller has gone
             raise
         except sqlite3.Error as exc:
             raise DBAPIError.instance(
                 "one-trip write transaction", None, exc, sqlite3.Error
             ) from exc
-        self.commits += 1
         return result
 
+    async def _flush(self) -> None:
+        """Send what is pending, one trip at a time under the write lock, until nothing is."""
+        try:
+            while self._pending:
+                async with self._lock:
+                    batch, self._pending = self._pending, []
+                    try:
+                        committed, outcomes = await self._driver._execute(
+                            _transactions,
+                            self._driver._conn,
+                            self._dialect,
+                            [write.work for write in batch],
+                        )
+                    except BaseException as exc:
+                        for write in batch:
+                            if not write.done.done():
+                                write.done.set_exception(exc)
+                        if not isinstance(exc, Exception):
+                            raise
+                        continue
+                if committed:
+                    self.commits += 1
+                    self.writes += sum(ok for ok, _ in outcomes)
+                for write, (ok, value) in zip(batch, outcomes, strict=True):
+                    if write.done.done():
+                        continue
+                    if ok:
+                        write.done.set_result(value)
+                    else:
+                        write.done.set_exception(value)
+        finally:
+            self._flusher = None
+            # Only when the flusher itself was cancelled (the loop is going away): no
+            # write may wait for a trip that will not come.
+            for write in self._pending:
+                write.done.cancel()
+            self._pending.clear()
+
     async def close(self) -> None:
+        """After the writes already given have ended."""
+        if self._flusher is not None:
+            await asyncio.wait({self._flusher})
         await self._connection.close()
