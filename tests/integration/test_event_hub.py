@@ -223,3 +223,40 @@ async def test_with_nobody_watching_in_process_a_write_is_not_even_serialized() 
             await asyncio.sleep(0.01)
         else:
             raise AssertionError("the hub still posts 5 s after its last subscriber left")
+
+
+@pytest.mark.parametrize(("budget", "consecutive"), [(3600.0, True), (0.0, False)])
+async def test_a_fan_out_round_gives_the_loop_a_turn_once_its_time_is_up(
+    monkeypatch: pytest.MonkeyPatch, budget: float, consecutive: bool
+) -> None:
+    """Within its time budget a round hands an event to every subscriber without a
+    break; past it, the rest of the process gets a turn between subscribers."""
+    monkeypatch.setattr("cloudops.events.hub.FAN_OUT_BUDGET", budget)
+    marks: list[str] = []
+
+    def outlet_of(name: str) -> Any:
+        def outlet(records: list[EventRecord]) -> int:
+            marks.append(name)
+            return 0
+
+        return outlet
+
+    async def ticker() -> None:
+        while True:
+            marks.append("tick")
+            await asyncio.sleep(0)
+
+    async with running_hub() as hub, contextlib.AsyncExitStack() as stack:
+        for number in range(4):
+            sub = await stack.enter_async_context(hub.subscribe(lambda e: True))
+            assert sub.deliver_directly(outlet_of(f"sub{number}"))
+        ticking = asyncio.create_task(ticker())
+        try:
+            await published(hub, [1])
+            for _ in range(20):
+                await asyncio.sleep(0)
+        finally:
+            ticking.cancel()
+    handed = [i for i, mark in enumerate(marks) if mark.startswith("sub")]
+    assert len(handed) == 4
+    assert (handed == list(range(handed[0], handed[0] + 4))) is consecutive, marks
