@@ -257,13 +257,15 @@ class OneTripWriter:
                             self._dialect,
                             [write.work for write in batch],
                         )
-                    except BaseException as exc:
+                    except Exception as exc:  # the transaction itself failed: all of it
                         for write in batch:
                             if not write.done.done():
                                 write.done.set_exception(exc)
-                        if not isinstance(exc, Exception):
-                            raise
                         continue
+                    except BaseException:
+                        for write in batch:
+                            write.done.cancel()
+                        raise
                 if committed:
                     self.commits += 1
                     self.writes += sum(ok for ok, _ in outcomes)

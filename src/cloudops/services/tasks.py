@@ -444,7 +444,7 @@ class TaskService:
             try:
                 if self.bus.in_statement is not None:
                     return await self._submit_in_statement(draft, org, self.bus.in_statement)
-                if draft.new_environment is None and not self.bus.publishes_in_transaction:
+                if not self.bus.publishes_in_transaction:
                     return await self._submit_alone(draft, org)
                 return await self._submit_in_transaction(draft, org)
             except IntegrityError:

@@ -404,8 +404,10 @@ class JournalTransaction:
         """Apply the changes to one task and append their events in order, as one write:
         ``guard`` is checked before the first, the others follow from it. On PostgreSQL
         one statement, however many events, which also runs ``bus`` (the bus's part, e.g.
-        releasing the session; PostgreSQL only). None when the guard no longer holds (on
-        SQLite an earlier event of the batch may then be written: roll back)."""
+        releasing the session; PostgreSQL only). None when the guard no longer holds. (On
+        SQLite a batch whose events need the row as it was is one guarded UPDATE per
+        event, but under the one writer each later guard follows from the earlier
+        event's write, so only the first can fail and a None writes nothing.)"""
         if self._one_append and self.events:
             raise RuntimeError("a one_append transaction appends one event only")
         if not changes:
