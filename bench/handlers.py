@@ -22,8 +22,6 @@ from cloudops.handlers.base import RetryPolicy, Step, StepContext, TaskView
 from cloudops.handlers.registry import HandlerRegistry, default_registry
 
 ONE_STEP_TYPE = TaskType.RESTART_WORKLOAD
-#: Events a one-step task stores: QUEUED, STARTED, STEP_STARTED, STEP_COMPLETED, COMPLETED.
-ONE_STEP_EVENTS = 5
 
 
 async def _run(ctx: StepContext) -> None:

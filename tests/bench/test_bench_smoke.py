@@ -39,7 +39,11 @@ async def test_throughput_embedded(tmp_path: Path) -> None:
         assert run["error"] is None, run
         assert run["check"]["ok"] and run["check"]["fifo_ok"], run["check"]
         assert run["check"]["final"] == 20
-    assert all(b["check"]["ok"] for b in result["baselines"])
+    # Baseline (a) for each layout, making the writes per task our runs measured.
+    assert len(result["baselines"]) == 2
+    for baseline in result["baselines"]:
+        assert baseline["check"]["ok"], baseline
+        assert baseline["writes_per_task"] == round(result["runs"][0]["writes_per_task"]) == 3
     assert await asyncio.to_thread(lambda: list(tmp_path.glob("throughput-*.json")))
 
 
