@@ -169,6 +169,8 @@ async def test_a_deployment_commits_its_environments_version_with_its_completed_
     runtime_factory: Callable[..., Any],
 ) -> None:
     runtime: Runtime = await runtime_factory()
+    assert runtime.reaper is not None
+    await runtime.reaper.stop()  # its sweep is a transaction of its own, at any moment
     env = await make_environment(runtime)
     with recorded(runtime) as seen:
         result = await runtime.tasks.deploy(inputs.Deploy(env.id, "v7"))
