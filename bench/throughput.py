@@ -461,7 +461,8 @@ async def scenario(opts: Options) -> dict[str, Any]:
     if "asyncio" in opts.baselines and writes is None:
         print(SKIPPED_ASYNCIO)
         notes.append(SKIPPED_ASYNCIO)
-    if "asyncio" in opts.baselines and writes is not None:
+    elif "asyncio" in opts.baselines:
+        assert writes is not None
         for layout in opts.layouts:
             print(f"running baseline asyncio+aiosqlite/{layout} ...", flush=True)
             with workdir(opts.keep, "baseline") as tmp:
@@ -559,6 +560,10 @@ def compare(
     return ratios, targets
 
 
+def _or_dash(value: float | None) -> float | str:
+    return value if value is not None else "-"
+
+
 def report(
     runs: list[Run],
     baselines: list[BaselineResult],
@@ -588,8 +593,8 @@ def report(
                 r.rate(r.tasks),
                 r.rate(r.check.steps),
                 r.rate(r.check.events),
-                r.writes_per_task if r.writes_per_task is not None else "-",
-                r.commits_per_task if r.commits_per_task is not None else "-",
+                _or_dash(r.writes_per_task),
+                _or_dash(r.commits_per_task),
                 r.submit_seconds,
                 r.error or ("ok" if r.check.ok else "FAILED"),
             )
@@ -618,8 +623,8 @@ def report(
                     b.tasks,
                     b.seconds,
                     b.tasks_per_s,
-                    b.writes_per_task if b.writes_per_task is not None else "-",
-                    b.commits_per_task if b.commits_per_task is not None else "-",
+                    _or_dash(b.writes_per_task),
+                    _or_dash(b.commits_per_task),
                     "ok" if b.check.ok else "FAILED",
                 )
                 for b in baselines

@@ -155,11 +155,7 @@ class Database:
                 if self._one_trip is None:
                     connection = await self._write_engine.connect()
                     self._one_trip = await OneTripWriter.open(connection, self._write_lock)
-        try:
-            return await self._one_trip.run(work)
-        except DBAPIError as exc:
-            _raise_if_unavailable(exc)
-            raise
+        return await self._one_trip.run(work)
 
     @property
     def one_trip_commits(self) -> int:

@@ -94,16 +94,19 @@ class TaskService:
         self._enqueue_lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def _queueing(self) -> AsyncIterator[tuple[JournalTransaction, list[TaskMessage]]]:
+    async def _queueing(
+        self, *, one_append: bool = False
+    ) -> AsyncIterator[tuple[JournalTransaction, list[TaskMessage]]]:
         """A journal transaction; the messages the caller adds reach the bus when it
         commits, in queue-position order. A bus that publishes inside the transaction
         (PostgreSQL: NOTIFY at commit; positions from a sequence under a per-entity lock)
         needs no second transaction and no process-wide lock; the in-process bus is
-        published to after commit, under the lock."""
+        published to after commit, under the lock. ``one_append``: see
+        Journal.transaction (only with a bus that publishes after commit)."""
         inside = self.bus.publishes_in_transaction
         async with contextlib.nullcontext() if inside else self._enqueue_lock:
             messages: list[TaskMessage] = []
-            async with self.journal.transaction() as txn:
+            async with self.journal.transaction(one_append=one_append) as txn:
                 yield txn, messages
                 if inside:
                     for message in messages:
@@ -469,23 +472,18 @@ class TaskService:
         the task and its QUEUED event are one write in one trip to the database's thread
         (no ORM session), and the bus hears of it after commit, under the lock that keeps
         its messages in queue-position order (see _queueing)."""
-        if _reads_first(draft):
-            async with self.db.read() as session:
-                refused = await _check(session, draft, org)
-            if refused is not None:
-                return refused
-            if draft.new_environment is not None:
-                # A draft that adds a row of its own (a sandbox's environment, whose name
-                # must be free) is checked again inside the write: nothing can come
-                # between that check and the insert.
-                draft.new_environment = None
-                return await self._submit_in_transaction(draft, org)
-        async with self._enqueue_lock:
-            async with self.journal.transaction(one_append=True) as txn:
-                task = await self._insert(txn, draft, org)
-            await self.bus.publish(
-                TaskMessage(task.id, task.entity_id, task.queue_seq, snapshot=task)
-            )
+        refused = await self._check_by_reading(draft, org)
+        if refused is not None:
+            return refused
+        if draft.new_environment is not None:
+            # A draft that adds a row of its own (a sandbox's environment, whose name must
+            # be free) is checked again inside the write: nothing can come between that
+            # check and the insert.
+            draft.new_environment = None
+            return await self._submit_in_transaction(draft, org)
+        async with self._queueing(one_append=True) as (txn, messages):
+            task = await self._insert(txn, draft, org)
+            messages.append(TaskMessage(task.id, task.entity_id, task.queue_seq, snapshot=task))
         return Result(task)  # exactly the row just committed: no need to read it back
 
     async def _submit_in_statement(
@@ -496,14 +494,20 @@ class TaskService:
         adds its environment row first, in a transaction). The checks need no transaction
         around them: nothing they read is ever deleted, and a duplicate idempotency key
         fails the insert on its unique index (the caller looks again)."""
-        if _reads_first(draft):
-            async with self.db.read() as session:
-                refused = await _check(session, draft, org)
-            if refused is not None:
-                return refused
+        refused = await self._check_by_reading(draft, org)
+        if refused is not None:
+            return refused
         async with self.journal.transaction(one_append=draft.new_environment is None) as txn:
             task = await self._insert(txn, draft, org, bus)
         return Result(task)
+
+    async def _check_by_reading(self, draft: Draft, org: str) -> Result[Task] | None:
+        """``_check`` in a read session, outside the write that follows; None when there
+        is nothing to read or the submission can go ahead."""
+        if not _reads_first(draft):
+            return None
+        async with self.db.read() as session:
+            return await _check(session, draft, org)
 
     async def _insert(
         self, txn: JournalTransaction, draft: Draft, org: str, bus: InStatement[str] | None = None
