@@ -48,7 +48,11 @@ CANCEL_CHANNEL = "cloudops_cancel"
 # the statement's snapshot is checked again under its lock. The head, returned whole so
 # that the worker need not read it again, comes from the snapshot: if something happened
 # to it in between, STARTED's guard (the status, attempt and last_sequence read here)
-# fails, the session is released, and the next claim reads the task afresh.
+# fails, the session is released, and the next claim reads the task afresh. The statement
+# always returns one row: the claim (claim_fence not NULL), or, when it claimed nothing,
+# when the earliest deferred task is due (``next_due``, NULL: none is) -- a worker that
+# finds nothing need not ask again, and with several workers most wake-ups find nothing
+# (each NOTIFY wakes them all).
 _TASKS = cast(Table, Task.__table__)
 _SESSIONS = cast(Table, BusSession.__table__)
 _CLAIM = text(f"""
@@ -66,12 +70,17 @@ WITH pick AS (
     ORDER BY t.queue_seq
     LIMIT 1
     FOR UPDATE OF s SKIP LOCKED
+), claimed AS (
+    UPDATE bus_sessions s
+    SET owner = :owner, lease_until = now() + make_interval(secs => :lease),
+        fence = s.fence + 1, task_id = pick.id
+    FROM pick WHERE s.entity_id = pick.claim_entity
+    RETURNING s.fence AS claim_fence, pick.*
 )
-UPDATE bus_sessions s
-SET owner = :owner, lease_until = now() + make_interval(secs => :lease),
-    fence = s.fence + 1, task_id = pick.id
-FROM pick WHERE s.entity_id = pick.claim_entity
-RETURNING s.fence AS claim_fence, pick.*
+SELECT claimed.*, CASE WHEN claimed.claim_fence IS NULL THEN (
+    SELECT min(run_after) FROM tasks WHERE status = 'QUEUED' AND run_after > now()
+) END AS next_due
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true
 """).columns(
     # Every returned column, in order: SQLAlchemy then matches them by position and keeps
     # the result's metadata with the cached statement instead of rebuilding it by name on
@@ -79,6 +88,7 @@ RETURNING s.fence AS claim_fence, pick.*
     column("claim_fence", _SESSIONS.c.fence.type),
     column("claim_entity", _SESSIONS.c.entity_id.type),
     *(column(c.name, c.type) for c in _TASKS.c),
+    column("next_due", _TASKS.c.run_after.type),
 )
 #: (attribute, column name) of the Task columns: they differ for ``meta``.
 _TASK_ATTRIBUTES = [(a.key, a.columns[0].name) for a in Task.__mapper__.column_attrs]
@@ -147,11 +157,6 @@ _HOLDS = text("""
 SELECT 1 FROM bus_sessions
 WHERE entity_id = :entity AND owner = :owner AND fence = :fence AND lease_until > now()
 """)
-
-_NEXT_DUE = text("""
-SELECT min(run_after) FROM tasks WHERE status = 'QUEUED' AND run_after > now()
-""")
-
 
 _IN_FLIGHT = text("""
 SELECT EXISTS (SELECT 1 FROM bus_sessions s WHERE s.entity_id = :entity AND s.task_id = :task
@@ -294,17 +299,14 @@ class PostgresSessionBus:
 
     async def _try_claim(self) -> tuple[Delivery | None, datetime | None]:
         """A delivery; or, with nothing to claim, when the earliest deferred task is due
-        (None: none is), read on the claim's connection: with three workers more than
-        half of the claims find nothing (each NOTIFY wakes them all), and this read took
-        a pool checkout and an ORM session of its own after each."""
+        (None: none is), in the claim's one round trip (see _CLAIM)."""
         params = {"owner": self.owner, "lease": self.lease_seconds}
         # One claim at a time per process is plenty.
         async with self._claim_lock, self._db.autocommit() as conn:
-            row = (await conn.execute(_CLAIM, params)).one_or_none()
-            due: datetime | None = None if row is not None else await conn.scalar(_NEXT_DUE)
+            row = (await conn.execute(_CLAIM, params)).one()
         self.statistics.claimed()
-        if row is None:
-            return None, due
+        if row.claim_fence is None:
+            return None, row.next_due
         fence = int(row.claim_fence)
         values = row._mapping
         task = Task(**{attribute: values[name] for attribute, name in _TASK_ATTRIBUTES})
