@@ -238,3 +238,25 @@ async def test_a_write_cancelled_before_its_trip_never_runs(db: Database) -> Non
     await db.write_in_one_trip(lambda s: s.insert_many(INSERT, [thing(3, "after")]))
     assert [row.name for row in await stored(db)] == ["by-session", "after"]
     assert db.one_trip_commits == 1
+
+
+async def test_writes_a_few_turns_of_the_loop_apart_go_in_one_trip(db: Database) -> None:
+    """A trip's answers wake its writers a few turns of the event loop later, and each
+    then makes its next write (a submitter its next task, a worker the next event):
+    the next trip waits for them while they keep coming, instead of leaving with the
+    first one alone."""
+    await db.write_in_one_trip(lambda s: s.insert_many(INSERT, [thing(1, "opens the writer")]))
+
+    async def first() -> None:
+        await db.write_in_one_trip(lambda s: s.insert_many(INSERT, [thing(2, "first")]))
+
+    async def on_its_way(turns: int, number: int) -> None:
+        for _ in range(turns):  # as a writer still being woken by the last trip's answer
+            await asyncio.sleep(0)
+        await db.write_in_one_trip(
+            lambda s: s.insert_many(INSERT, [thing(number, f"later-{number}")])
+        )
+
+    await asyncio.gather(first(), on_its_way(1, 3), on_its_way(2, 4))
+    assert len(await stored(db)) == 4
+    assert db.one_trip_commits == 2, "the three writes should have shared one trip"
