@@ -656,6 +656,23 @@ def wait_pg_ready(timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def postmaster_started() -> datetime:
+    """When the running PostgreSQL server started: the moment it was back after a restart.
+    ``pg_ctlcluster restart`` returns, and pg_isready answers, a while after that (seconds
+    on some machines), and the processes under test may have reconnected and done their
+    work in between."""
+
+    async def read() -> datetime:
+        conn = await asyncpg.connect(ADMIN_DSN, timeout=5)
+        try:
+            value: datetime = await conn.fetchval("SELECT pg_postmaster_start_time()")
+        finally:
+            await conn.close()
+        return value
+
+    return asyncio.run(read())
+
+
 def ensure_pg_running() -> None:
     """Start the cluster again if a test left it stopped (called from ``finally``)."""
     if pg_ready():

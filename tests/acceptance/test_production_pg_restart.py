@@ -32,6 +32,7 @@ from tests.acceptance._production import (
     log_times,
     migrate_and_submit,
     pg_ctl,
+    postmaster_started,
     production_database,
     report,
     snapshot,
@@ -82,7 +83,8 @@ def test_postgres_restart_mid_run(tmp_path: Path) -> None:
                         f"{done.stdout.decode()}{done.stderr.decode()}"
                     )
                     wait_pg_ready()
-                    pg_back = datetime.now(UTC)
+                    pg_back = postmaster_started()
+                    assert pg_back > restarted_at, (pg_back, restarted_at)
                     timings["pg_restart"] = time.time() - restart_began
 
                     # /healthz comes back to 200 without touching the API process.
