@@ -20,7 +20,8 @@ import asyncpg
 import pytest
 from sqlalchemy import event, select
 
-from cloudops.bus.postgres import PostgresSessionBus, asyncpg_dsn
+from cloudops.bus.base import Delivery
+from cloudops.bus.postgres import CHANNEL, PostgresSessionBus, asyncpg_dsn
 from cloudops.db.models import BusSession, Environment, Task, TaskEvent
 from cloudops.domain import EventKind, TaskStatus
 from cloudops.runtime import Runtime
@@ -205,3 +206,83 @@ async def test_the_submissions_notify_wakes_a_waiting_worker_at_once(
         assert delivery.message.task_id == result.value.id
     finally:
         await receiver.close()
+
+
+async def test_a_submission_behind_a_held_session_wakes_nobody_and_is_never_stranded(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    """While the entity's session is held, a new task waits behind the running one, so its
+    submission sends no NOTIFY: the holder's release wakes a worker for it. The submission
+    judges the session as it is when it commits, not as its snapshot saw it: a release that
+    commits (and whose wake-up finds nothing) in between must not leave the task waiting
+    for the next poll (30 s here)."""
+    runtime = await quiet_runtime(runtime_factory)
+    receiver = PostgresSessionBus(runtime.db, poll_interval=30.0)
+    listener = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
+    outside = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
+    woken: list[str] = []
+    await listener.add_listener(CHANNEL, lambda *_args: woken.append("woken"))
+
+    async def submit(name: str) -> Task:
+        result = await runtime.tasks.restart_workload(inputs.RestartWorkload("default", name))
+        assert result.value is not None, result.user_errors
+        return result.value
+
+    async def finish(delivery: Delivery) -> None:
+        """What the worker's last write does: the task final, its session released."""
+        await listener.execute(
+            "UPDATE tasks SET status = 'COMPLETED' WHERE id = $1", delivery.message.task_id
+        )
+        await receiver.complete(delivery)
+
+    async def notifications_settle() -> list[str]:
+        await listener.execute("SELECT 1")  # a round trip: what was sent before has arrived
+        await asyncio.sleep(0.2)
+        return woken
+
+    try:
+        # A free session: the submission wakes workers.
+        web1 = await submit("web")
+        assert await notifications_settle() == ["woken"]
+        held = await asyncio.wait_for(receiver.receive(), 5)
+        assert held.message.task_id == web1.id
+        woken.clear()
+        # Held: the next task of the entity wakes nobody, and is the holder's to wake.
+        web2 = await submit("web")
+        assert await notifications_settle() == []
+        await finish(held)
+        following = await asyncio.wait_for(receiver.receive(), 5)
+        assert following.message.task_id == web2.id
+
+        # The race: the submission's snapshot sees the session held, the release commits
+        # before the submission does. Holding the entity's submission lock from outside
+        # stops the submission after its snapshot was taken.
+        api1 = await submit("api")
+        running = await asyncio.wait_for(receiver.receive(), 5)
+        assert running.message.task_id == api1.id
+        blocker = outside.transaction()
+        await blocker.start()
+        await outside.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1::varchar))", "k8s:default/api"
+        )
+        submitting = asyncio.create_task(submit("api"))
+        for _ in range(100):
+            waiting_for_lock = await outside.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            if waiting_for_lock:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting_for_lock == 1, "the submission did not reach the entity's lock"
+        await finish(running)  # releases and wakes: nothing to claim yet
+        waiting = asyncio.create_task(receiver.receive())
+        await asyncio.sleep(0.5)
+        assert not waiting.done(), "claimed a task that was not committed"
+        await blocker.commit()
+        api2 = await asyncio.wait_for(submitting, 5)
+        delivery = await asyncio.wait_for(waiting, 5)
+        assert delivery.message.task_id == api2.id
+    finally:
+        await receiver.close()
+        await listener.close()
+        await outside.close()

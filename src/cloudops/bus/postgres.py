@@ -25,7 +25,20 @@ from datetime import datetime
 from typing import cast
 
 import asyncpg
-from sqlalchemy import String, Table, bindparam, column, func, literal, text, update
+from sqlalchemy import (
+    String,
+    Table,
+    bindparam,
+    case,
+    column,
+    exists,
+    func,
+    literal,
+    null,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -105,15 +118,45 @@ SELECT pg_notify(:channel, '')
 """)
 
 
-#: The same, as the part of a submission's one statement (see InStatement).
+#: The same, as the part of a submission's one statement (see InStatement), which wakes
+#: workers only when the entity's session is free. While it is held, the new task waits
+#: behind the running one, and the holder's release, which always wakes, will find it.
+#: A session the statement's snapshot saw held is locked (FOR SHARE) and PostgreSQL checks
+#: it again at its latest version: a release that committed since then (whose wake-up
+#: could have found nothing, the task not yet committed) makes it free, and the
+#: submission wakes; a release still to come waits for the submission's commit, and
+#: then sees its task. Judged on the snapshot alone, the task could wait for the next
+#: poll. A free session is not locked: the interleaved layout pays nothing. The backlog
+#: layout's submissions are spared the NOTIFY (a global lock in PostgreSQL, kept through
+#: the commit) and the empty claim of every worker that it would wake.
+_BUS_ENTITY = bindparam("bus_entity", type_=String)
+_SESSION_HELD = (
+    select(_SESSIONS.c.entity_id)
+    .where(
+        _SESSIONS.c.entity_id == _BUS_ENTITY,
+        _SESSIONS.c.owner.is_not(None),
+        _SESSIONS.c.lease_until >= func.now(),
+    )
+    .with_for_update(read=True)
+    .cte("bus_held")
+)
 _IN_SUBMISSION: InStatement[str] = InStatement(
     ctes=(
         pg_insert(_SESSIONS)
-        .values(entity_id=bindparam("bus_entity"), owner=None, lease_until=None, fence=0)
+        .values(entity_id=_BUS_ENTITY, owner=None, lease_until=None, fence=0)
         .on_conflict_do_nothing(index_elements=["entity_id"])
         .cte("bus_session"),
+        _SESSION_HELD,
     ),
-    columns=(func.pg_notify(bindparam("bus_channel", type_=String), literal("")).label("woken"),),
+    columns=(
+        case(
+            (
+                exists(select(_SESSION_HELD.c.entity_id)),
+                null(),
+            ),
+            else_=func.pg_notify(bindparam("bus_channel", type_=String), literal("")),
+        ).label("woken"),
+    ),
     params=lambda session_id: {"bus_entity": session_id, "bus_channel": CHANNEL},
 )
 
