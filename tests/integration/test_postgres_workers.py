@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from cloudops.bus.base import Delivery
+from cloudops.bus.postgres import CHANNEL, asyncpg_dsn
 from cloudops.db.models import Task
 from cloudops.domain import FINAL_STATUSES, EventKind, TaskStatus
 from cloudops.runtime import Runtime
@@ -229,3 +230,84 @@ async def test_a_cancel_from_an_api_process_stops_a_step_running_in_a_worker_pro
     assert EventKind.STEP_PROGRESS not in kinds, (
         f"the worker noticed the cancel only at its next write, not by the signal: {kinds}"
     )
+
+
+class Notifications:
+    """Counts the bus's wake-ups (NOTIFY on its channel) in the runtime's database."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._conn: asyncpg.Connection | None = None
+
+    async def listen(self, runtime: Runtime) -> None:
+        self._conn = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
+        await self._conn.add_listener(CHANNEL, self._heard)
+
+    def _heard(self, *_args: Any) -> None:
+        self.count += 1
+
+    async def settled(self) -> int:
+        assert self._conn is not None
+        await self._conn.execute("SELECT 1")  # what was sent before has arrived
+        await asyncio.sleep(0.2)
+        return self.count
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+async def submit_restarts(runtime: Runtime, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        result = await runtime.tasks.restart_workload(inputs.RestartWorkload("default", "web"))
+        assert result.value is not None, result.user_errors
+        ids.append(result.value.id)
+    return ids
+
+
+async def wait_running(runtime: Runtime, task_id: str) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            async with runtime.db.read() as session:
+                task = await session.get(Task, task_id)
+            if task is not None and task.status == TaskStatus.RUNNING:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_a_last_write_releases_quietly_and_its_worker_takes_the_next_task_at_once(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    """The statement that ends a task releases its session without a NOTIFY (which would
+    wake every worker for one task); the worker that released it claims again at once.
+    Polls are 30 s apart here: only a wake-up can make the queue move within the test."""
+    worker: Runtime = await runtime_factory(bus_poll_interval=30.0, step_delay=0.1)
+    heard = Notifications()
+    await heard.listen(worker)
+    try:
+        [first] = await submit_restarts(worker, 1)
+        await wait_running(worker, first)
+        rest = await submit_restarts(worker, 2)  # behind a held session: no NOTIFY either
+        tasks = await wait_final_in_db(worker, [first, *rest], timeout=10)
+        assert [t.status for t in tasks] == [TaskStatus.COMPLETED] * 3
+        assert await heard.settled() == 1, "only the first submission, to a free session, wakes"
+    finally:
+        await heard.close()
+
+
+async def test_a_stopping_worker_wakes_the_others_for_the_session_its_last_write_released(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    """A worker that no longer receives cannot claim the entity's next task itself: the
+    release of an attempt it lets finish while it stops wakes the other workers."""
+    leaving: Runtime = await runtime_factory(bus_poll_interval=30.0, step_delay=0.3)
+    [first] = await submit_restarts(leaving, 1)
+    await wait_running(leaving, first)
+    staying: Runtime = await runtime_factory(bus_poll_interval=30.0, step_delay=0.0)
+    await asyncio.sleep(0.3)  # its first claim found nothing: it waits for a wake-up
+    [second] = await submit_restarts(staying, 1)  # behind the held session: no NOTIFY
+    await leaving.stop()  # lets the running attempt finish (grace 2 s)
+    first_task, second_task = await wait_final_in_db(staying, [first, second], timeout=10)
+    assert first_task.status == second_task.status == TaskStatus.COMPLETED
+    assert first_task.attempt == second_task.attempt == 1

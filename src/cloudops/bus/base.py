@@ -96,8 +96,8 @@ class SessionBus(Protocol):
     #: None: publish with :meth:`publish_in` or :meth:`publish`.
     in_statement: InStatement[str] | None
     #: Where the bus can release a leased session from the statement that writes the
-    #: attempt's last event (see InStatement; NOTIFY included): the caller then skips
-    #: :meth:`complete` / :meth:`defer`. None: release with those.
+    #: attempt's last event (see InStatement): the caller then skips :meth:`complete` /
+    #: :meth:`defer` and calls :meth:`released_in_statement`. None: release with those.
     release_in_statement: InStatement[Lease] | None
 
     async def publish(self, message: TaskMessage) -> None:
@@ -118,6 +118,11 @@ class SessionBus(Protocol):
 
     async def release(self, delivery: Delivery) -> None:
         """Unlock without removing (e.g. shutdown): the head is receivable again at once."""
+
+    async def released_in_statement(self, *, receiving: bool) -> None:
+        """A statement of the caller's released a session (``release_in_statement``),
+        which wakes nobody: its entity's next task is for this process to take, at once
+        (``receiving``: its receive loop goes on), or else for every other worker."""
 
     async def remove(self, task_id: str, session_id: str) -> bool:
         """Drop a queued message (cancel). False when it is in flight or unknown."""

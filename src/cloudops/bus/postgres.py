@@ -120,7 +120,8 @@ SELECT pg_notify(:channel, '')
 
 #: The same, as the part of a submission's one statement (see InStatement), which wakes
 #: workers only when the entity's session is free. While it is held, the new task waits
-#: behind the running one, and the holder's release, which always wakes, will find it.
+#: behind the running one, and the holder's release wakes a worker (the holder's own
+#: process, see released_in_statement) that will find it.
 #: A session the statement's snapshot saw held is locked (FOR SHARE) and PostgreSQL checks
 #: it again at its latest version: a release that committed since then (whose wake-up
 #: could have found nothing, the task not yet committed) makes it free, and the
@@ -161,8 +162,11 @@ _IN_SUBMISSION: InStatement[str] = InStatement(
 )
 
 #: Releasing the session from the statement that writes the attempt's last event: the
-#: task's final state, the free session and the NOTIFY that wakes a worker for the
-#: entity's next task all commit at once, in one round trip. Fenced like every release.
+#: task's final state and the free session commit at once, in one round trip. Fenced like
+#: every release. It sends no NOTIFY: the releasing process claims again right after it
+#: (``released_in_statement``), and a NOTIFY would wake every worker for the one task it
+#: made claimable -- with several workers most of them claimed nothing, and every
+#: notifying commit takes PostgreSQL's global notification lock through its WAL flush.
 _RELEASE_IN_STATEMENT: InStatement[Lease] = InStatement(
     ctes=(
         update(_SESSIONS)
@@ -174,12 +178,11 @@ _RELEASE_IN_STATEMENT: InStatement[Lease] = InStatement(
         .values(owner=None, lease_until=None, task_id=None)
         .cte("released"),
     ),
-    columns=(func.pg_notify(bindparam("r_channel", type_=String), literal("")).label("woken"),),
+    columns=(),
     params=lambda lease: {
         "r_entity": lease.entity_id,
         "r_owner": lease.owner,
         "r_fence": lease.fence,
-        "r_channel": CHANNEL,
     },
 )
 
@@ -379,6 +382,17 @@ class PostgresSessionBus:
 
     async def release(self, delivery: Delivery) -> None:
         await self._release(delivery)
+
+    async def released_in_statement(self, *, receiving: bool) -> None:
+        """Claim again in this process, which has the slot just freed: the claim takes the
+        earliest claimable head, and each successful claim is followed by another while
+        slots are free, so a task made claimable is taken (by this process, or by one
+        whose claim it was going to take); a process that no longer receives wakes the
+        others instead."""
+        if receiving:
+            self._wake.set()
+        else:
+            await self._notify()
 
     async def remove(self, task_id: str, session_id: str) -> bool:
         """The caller has already marked the task CANCELLED, so no claim will return it.

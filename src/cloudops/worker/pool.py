@@ -60,6 +60,9 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._attempts: dict[str, Attempt] = {}
+        #: The receive loop runs: a session released by an attempt's last write is this
+        #: process's to claim again (see SessionBus.released_in_statement).
+        self._receiving = False
 
     @property
     def running(self) -> int:
@@ -67,6 +70,7 @@ class Worker:
 
     def start(self) -> None:
         self.bus.on_cancel(self.signal_cancel)
+        self._receiving = True
         self._loop_task = asyncio.create_task(self._receive_loop(), name="worker-receive")
 
     def signal_cancel(self, task_id: str) -> None:
@@ -77,10 +81,13 @@ class Worker:
             attempt.cancelled.set()
 
     async def stop(self, grace: float) -> None:
+        self._receiving = False
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+            # A session released just before may have woken only this loop, now gone.
+            await self._released_in_statement()
         if self._runs:
             log.info(
                 "waiting for running tasks",
@@ -149,8 +156,8 @@ class Worker:
             if ran is not None:
                 project_id = ran.task.project_id
         try:
-            if result.released:
-                pass  # by the attempt's last write, in the same statement
+            if result.released:  # by the attempt's last write, in the same statement
+                await self.bus.released_in_statement(receiving=self._receiving)
             elif result.outcome == Outcome.RETRY:
                 await self.bus.defer(delivery, result.run_after)
             elif result.outcome == Outcome.LOST:
@@ -252,6 +259,16 @@ class Worker:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
+
+    async def _released_in_statement(self) -> None:
+        try:
+            await self.bus.released_in_statement(receiving=self._receiving)
+        except Exception:
+            log.warning(
+                "could not wake the other workers",
+                exc_info=True,
+                extra={"action": "bus_wake_failed"},
+            )
 
     def _release_in_statement(self, delivery: Delivery) -> BoundInStatement | None:
         part = self.bus.release_in_statement
