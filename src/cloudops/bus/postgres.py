@@ -8,8 +8,10 @@ worker is claiming is skipped, not waited for) and takes the lease by bumping ``
 every write it then makes is conditional on (owner, fence). The bus's own statements run
 on autocommit connections: each is one round trip, with no BEGIN or COMMIT. FIFO and
 one-running-per-entity therefore hold in the database, whatever happens to the processes.
-Releasing a session sends NOTIFY, so an idle worker claims the entity's next task at once;
-a slow poll is the safety net for lost notifications and expiring leases.
+A submission to a free session sends NOTIFY, so an idle worker claims it at once; the
+statement that ends a task releases its session quietly and the same process claims again
+at once (a NOTIFY there would wake every worker for one task). A slow poll is the safety
+net for lost notifications and expiring leases.
 """
 
 from __future__ import annotations
