@@ -269,6 +269,7 @@ async def test_a_submission_behind_a_held_session_wakes_nobody_and_is_never_stra
         for _ in range(100):
             waiting_for_lock = await outside.fetchval(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             )
             if waiting_for_lock:
                 break
