@@ -311,3 +311,26 @@ async def test_a_stopping_worker_wakes_the_others_for_the_session_its_last_write
     first_task, second_task = await wait_final_in_db(staying, [first, second], timeout=10)
     assert first_task.status == second_task.status == TaskStatus.COMPLETED
     assert first_task.attempt == second_task.attempt == 1
+
+
+async def test_a_retrys_quiet_release_wakes_every_worker(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    """A retry leaves its task at the head until its backoff ends; its release wakes every
+    worker (their claims find nothing and say when it is due), not only the process that
+    ran it, which could have filled its slots by then. A task's completion, by contrast,
+    wakes nobody: its worker claims again itself."""
+    worker: Runtime = await runtime_factory(bus_poll_interval=30.0, retry_base_delay=0.2)
+    env = await make_environment(worker)
+    heard = Notifications()
+    await heard.listen(worker)
+    try:
+        flaky = inputs.TaskOptions(metadata={"simulate": {"failStep": "apply", "failAttempts": 1}})
+        result = await worker.tasks.deploy(inputs.Deploy(env.id, "1", options=flaky))
+        assert result.value is not None, result.user_errors
+        [task] = await wait_final_in_db(worker, [result.value.id], timeout=20)
+        assert task.status == TaskStatus.COMPLETED and task.attempt == 2, (task.status, task.error)
+        # The submission (to a free session) and the retry's release; not the completion.
+        assert await heard.settled() == 2
+    finally:
+        await heard.close()

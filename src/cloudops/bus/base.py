@@ -119,10 +119,11 @@ class SessionBus(Protocol):
     async def release(self, delivery: Delivery) -> None:
         """Unlock without removing (e.g. shutdown): the head is receivable again at once."""
 
-    async def released_in_statement(self, *, receiving: bool) -> None:
+    async def released_in_statement(self, *, claim_here: bool) -> None:
         """A statement of the caller's released a session (``release_in_statement``),
-        which wakes nobody: its entity's next task is for this process to take, at once
-        (``receiving``: its receive loop goes on), or else for every other worker."""
+        which wakes nobody: this process claims again at once (``claim_here``: its receive
+        loop goes on), or every worker is woken (this one stops receiving, or the head
+        was deferred and every worker's claim should learn when it is due)."""
 
     async def remove(self, task_id: str, session_id: str) -> bool:
         """Drop a queued message (cancel). False when it is in flight or unknown."""

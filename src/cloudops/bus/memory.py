@@ -139,7 +139,7 @@ class InMemorySessionBus:
             session.holder = session.in_flight = None
             self._refresh(delivery.message.session_id)
 
-    async def released_in_statement(self, *, receiving: bool) -> None:
+    async def released_in_statement(self, *, claim_here: bool) -> None:
         """Never called: this bus releases nothing in a statement (``release`` wakes)."""
 
     async def remove(self, task_id: str, session_id: str) -> bool:

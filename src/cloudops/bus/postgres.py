@@ -385,13 +385,12 @@ class PostgresSessionBus:
     async def release(self, delivery: Delivery) -> None:
         await self._release(delivery)
 
-    async def released_in_statement(self, *, receiving: bool) -> None:
+    async def released_in_statement(self, *, claim_here: bool) -> None:
         """Claim again in this process, which has the slot just freed: the claim takes the
         earliest claimable head, and each successful claim is followed by another while
         slots are free, so a task made claimable is taken (by this process, or by one
-        whose claim it was going to take); a process that no longer receives wakes the
-        others instead."""
-        if receiving:
+        whose claim it was going to take); otherwise every worker is woken."""
+        if claim_here:
             self._wake.set()
         else:
             await self._notify()

@@ -157,7 +157,11 @@ class Worker:
                 project_id = ran.task.project_id
         try:
             if result.released:  # by the attempt's last write, in the same statement
-                await self.bus.released_in_statement(receiving=self._receiving)
+                # A retry leaves its task at the head until its backoff ends: every worker
+                # hears of it, and the claims that find nothing say when it is due. This
+                # process alone could have filled its slots by then and not know.
+                claim_here = self._receiving and result.outcome != Outcome.RETRY
+                await self.bus.released_in_statement(claim_here=claim_here)
             elif result.outcome == Outcome.RETRY:
                 await self.bus.defer(delivery, result.run_after)
             elif result.outcome == Outcome.LOST:
@@ -262,7 +266,7 @@ class Worker:
 
     async def _released_in_statement(self) -> None:
         try:
-            await self.bus.released_in_statement(receiving=self._receiving)
+            await self.bus.released_in_statement(claim_here=self._receiving)
         except Exception:
             log.warning(
                 "could not wake the other workers",
