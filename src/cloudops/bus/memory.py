@@ -140,7 +140,8 @@ class InMemorySessionBus:
             self._refresh(delivery.message.session_id)
 
     async def released_in_statement(self, *, claim_here: bool) -> None:
-        """Never called: this bus releases nothing in a statement (``release`` wakes)."""
+        """Nothing to do: this bus releases nothing in a statement (it has no
+        ``release_in_statement``), and its own releases wake its receivers."""
 
     async def remove(self, task_id: str, session_id: str) -> bool:
         async with self._cond:

@@ -87,7 +87,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             # A session released just before may have woken only this loop, now gone.
-            await self._released_in_statement()
+            await self._wake_the_others()
         if self._runs:
             log.info(
                 "waiting for running tasks",
@@ -264,9 +264,9 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
 
-    async def _released_in_statement(self) -> None:
+    async def _wake_the_others(self) -> None:
         try:
-            await self.bus.released_in_statement(claim_here=self._receiving)
+            await self.bus.released_in_statement(claim_here=False)
         except Exception:
             log.warning(
                 "could not wake the other workers",
