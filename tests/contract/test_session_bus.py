@@ -265,6 +265,9 @@ class TaskTableBus:
     async def heartbeat(self, delivery: Delivery) -> bool:
         return await self.bus.heartbeat(delivery)
 
+    async def stop_receiving(self) -> None:
+        await self.bus.stop_receiving()
+
     async def close(self) -> None:
         await self.bus.close()
 
@@ -677,6 +680,24 @@ async def test_close_wakes_receivers(bus: SessionBus) -> None:
     for receiver in receivers:
         with pytest.raises(BusClosed):
             await asyncio.wait_for(receiver, WAIT)
+    with pytest.raises(BusClosed):
+        await asyncio.wait_for(bus.receive(), WAIT)
+
+
+async def test_stop_receiving_ends_every_receive_and_nothing_else(bus: SessionBus) -> None:
+    # The worker stops: its waiting receivers end, so do later ones; what was published
+    # stays queued (guarantee 4), and deliveries already out are still handed back.
+    await bus.publish(msg("a", 1))
+    held = await recv(bus)
+    receivers = [asyncio.create_task(bus.receive()) for _ in range(2)]
+    await asyncio.sleep(quiet(bus))
+    assert not any(r.done() for r in receivers)
+    await bus.stop_receiving()
+    for receiver in receivers:
+        with pytest.raises(BusClosed):
+            await asyncio.wait_for(receiver, WAIT)
+    await bus.publish(msg("b", 1))
+    await bus.complete(held)
     with pytest.raises(BusClosed):
         await asyncio.wait_for(bus.receive(), WAIT)
 
@@ -1216,6 +1237,38 @@ async def test_postgres_cancelled_receive_stops_even_when_woken_at_the_same_time
                 "receive loop (Runtime.stop() hangs)."
             )
         assert receiver.cancelled(), f"receive() ended with {receiver} instead of the cancel"
+
+
+async def test_postgres_a_claim_under_way_when_receiving_stops_is_handed_back() -> None:
+    # Stopping does not interrupt a claim (cancelled after PostgreSQL committed it, its
+    # lease would be lost until it expires): the claim ends, its session is released at
+    # once (with a wake-up), and receive() ends with BusClosed.
+    async with postgres_buses(2) as (leaving, staying):
+        await leaving.publish(msg("a", 1))
+        lock = await asyncpg.connect(asyncpg_dsn(leaving.db.url))
+        try:
+            async with lock.transaction():
+                # The next claim waits for this lock.
+                await lock.execute("LOCK TABLE bus_sessions IN EXCLUSIVE MODE")
+                receiver = asyncio.create_task(leaving.receive())
+                async with asyncio.timeout(WAIT):
+                    while True:
+                        waiting = await lock.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                            " current_database() AND wait_event_type = 'Lock'"
+                            " AND query LIKE '%WITH pick AS%'"
+                        )
+                        if waiting:
+                            break
+                        await asyncio.sleep(0.01)
+                await leaving.stop_receiving()
+                await asyncio.sleep(quiet(leaving))
+                assert not receiver.done(), "the claim under way must not be interrupted"
+            with pytest.raises(BusClosed):
+                await asyncio.wait_for(receiver, WAIT)
+        finally:
+            await lock.close()
+        assert (await recv(staying)).message == msg("a", 1)
 
 
 async def test_postgres_cancel_request_reaches_the_other_process() -> None:

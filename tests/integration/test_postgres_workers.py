@@ -9,6 +9,8 @@ running workers. Every test runs on PostgreSQL only (``runtime_factory`` param "
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -334,3 +336,113 @@ async def test_a_retrys_quiet_release_wakes_every_worker(
         assert await heard.settled() == 2
     finally:
         await heard.close()
+
+
+async def claim_waiting_on_a_lock(runtime: Runtime) -> int:
+    """The backend pid of the runtime's claim statement, once it waits for a lock."""
+    conn = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                pid = await conn.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%WITH pick AS%'"
+                )
+                if pid is not None:
+                    return int(pid)
+                await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def wake_workers(runtime: Runtime) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
+    try:
+        await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+    finally:
+        await conn.close()
+
+
+class Psql:
+    """A psql session driven line by line without the event loop, so that the test can
+    act on the database while the loop is held still."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._process = subprocess.Popen(
+            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", asyncpg_dsn(runtime.db.url)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, sql: str) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(sql + "\n")
+        self._process.stdin.flush()
+
+    def value(self, query: str) -> str:
+        """The one value a query returns (blocking)."""
+        assert self._process.stdout is not None
+        self.run(query)
+        return self._process.stdout.readline().strip()
+
+    def close(self) -> None:
+        self._process.communicate(timeout=10)  # closes its input: psql ends
+
+
+async def test_a_worker_stopping_while_its_claim_is_answered_hands_the_session_back(
+    runtime_factory: Callable[..., Any],
+) -> None:
+    """Stopping does not cancel a claim under way: PostgreSQL may have committed it, and
+    its answer, with the lease it took, would be lost. (Cancelled, as stop() once did, the
+    session stayed leased to the stopped worker until the lease expired, 30 s here, and
+    its entity's queue stood still.) The claim is answered, handed back, and the next
+    worker takes the task at once."""
+    api: Runtime = await runtime_factory(run_worker=False)
+    [task_id] = await submit_restarts(api, 1)
+    holder = Psql(api)
+    try:
+        # Held elsewhere at first: the worker's first claim finds nothing (and prepares
+        # its statement), then waits for a wake-up.
+        holder.run("UPDATE bus_sessions SET owner = 'elsewhere', lease_until = now() + '1h';")
+        # One pooled connection: the claim runs where its first run prepared it, so below
+        # it waits for the lock to execute, not to be prepared.
+        leaving: Runtime = await runtime_factory(
+            bus_poll_interval=30.0, lease_seconds=30.0, db_pool_size=1
+        )
+        assert leaving.worker is not None
+        # Once more at rest (at start the pool may lend it a second connection), woken
+        # from outside (woken by its own NOTIFY, it would claim on a second one as well).
+        await asyncio.sleep(0.3)
+        await wake_workers(api)
+        await asyncio.sleep(0.3)
+        # Freed, but not yet committed, under a lock the next claim waits for.
+        freed = "UPDATE bus_sessions SET owner = NULL, lease_until = NULL"
+        assert (
+            holder.value(f"BEGIN; LOCK TABLE bus_sessions IN EXCLUSIVE MODE; {freed}; SELECT 1;")
+            == "1"
+        )
+        await wake_workers(api)
+        claim = await claim_waiting_on_a_lock(leaving)
+        # From here until stop() is under way the event loop stands still: PostgreSQL
+        # commits the claim and sends its answer, which the worker has not read when
+        # stop() begins (stop's first step runs before the loop reads the socket).
+        holder.run("COMMIT;")
+        deadline = time.monotonic() + 10
+        while holder.value(f"SELECT state FROM pg_stat_activity WHERE pid = {claim};") != "idle":
+            assert time.monotonic() < deadline, (
+                "the claim was not answered",
+                holder.value(
+                    f"SELECT state || ' ' || wait_event || ' ' || left(query, 40) || ' ' || (now() - query_start)::text FROM pg_stat_activity WHERE pid = {claim};"
+                ),
+            )
+            time.sleep(0.01)  # noqa: ASYNC251 (the loop must not run)
+        stopping = asyncio.ensure_future(leaving.worker.stop(leaving.settings.shutdown_grace))
+        await asyncio.wait_for(stopping, 10)
+        owner = holder.value("SELECT coalesce(owner, 'free') FROM bus_sessions;")
+        assert owner == "free", f"the session stays leased to the stopped worker ({owner})"
+    finally:
+        holder.close()
+    staying: Runtime = await runtime_factory(bus_poll_interval=30.0)
+    [task] = await wait_final_in_db(staying, [task_id], timeout=10)
+    assert task.status == TaskStatus.COMPLETED and task.attempt == 1, (task.status, task.error)

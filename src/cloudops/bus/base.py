@@ -142,6 +142,13 @@ class SessionBus(Protocol):
         """Ask whoever runs ``task_id`` to stop it now (the caller has already stored the
         request, so a missed signal only delays the stop to the holder's next write)."""
 
+    async def stop_receiving(self) -> None:
+        """Receive nothing more (the worker stops): a waiting receive() and every later one
+        raise :class:`BusClosed`. A claim under way finishes first and hands back what it
+        claimed: cancelled in the middle of its statement, it could leave a shared bus's
+        session leased to nobody until the lease expires. Publishing, cancel signals and
+        the calls about deliveries already received go on."""
+
     async def close(self) -> None:
         """Stop: wake every waiting receiver with :class:`BusClosed`."""
 

@@ -50,6 +50,7 @@ class InMemorySessionBus:
         self._cond = asyncio.Condition()
         self._fence = 0
         self._closed = False
+        self._receiving = True
         self._wakers: set[asyncio.Task[None]] = set()
         self._cancel_callbacks: list[Callable[[str], None]] = []
         # The submitters' copies of tasks not yet received (TaskMessage.snapshot), so a
@@ -84,7 +85,7 @@ class InMemorySessionBus:
     async def receive(self) -> Delivery:
         async with self._cond:
             while True:
-                if self._closed:
+                if self._closed or not self._receiving:
                     raise BusClosed()
                 while self._ready:
                     session_id = self._ready.popleft()
@@ -169,6 +170,12 @@ class InMemorySessionBus:
     async def request_cancel(self, task_id: str) -> None:
         for callback in self._cancel_callbacks:
             callback(task_id)
+
+    async def stop_receiving(self) -> None:
+        """A receive here claims without awaiting, so nothing is ever half claimed."""
+        async with self._cond:
+            self._receiving = False
+            self._cond.notify_all()
 
     async def close(self) -> None:
         async with self._cond:

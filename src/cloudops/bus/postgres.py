@@ -233,6 +233,7 @@ class PostgresSessionBus:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._closed = False
+        self._receiving = True
         self._listener: asyncio.Task[None] | None = None
         self._claim_lock = asyncio.Lock()
         self._cancel_callbacks: list[Callable[[str], None]] = []
@@ -320,7 +321,7 @@ class PostgresSessionBus:
     async def receive(self) -> Delivery:
         self.start_listening()
         while True:
-            if self._closed:
+            if self._closed or not self._receiving:
                 raise BusClosed()
             self._wake.clear()
             timeout = self.poll_interval
@@ -336,6 +337,9 @@ class PostgresSessionBus:
                 )
                 delivery = due = None
             if delivery is not None:
+                if not self._receiving:  # stopped during the claim: the next owner's turn
+                    await self._release(delivery)
+                    raise BusClosed()
                 return delivery
             if due is not None:
                 timeout = max(0.01, min(self.poll_interval, (due - utcnow()).total_seconds()))
@@ -430,6 +434,12 @@ class PostgresSessionBus:
                 },
             )
         return bool(result.rowcount)
+
+    async def stop_receiving(self) -> None:
+        """A claim under way is not interrupted (see SessionBus.stop_receiving): cancelled
+        after PostgreSQL committed it, its answer would be lost with the lease it took."""
+        self._receiving = False
+        self._wake.set()
 
     async def close(self) -> None:
         self._closed = True

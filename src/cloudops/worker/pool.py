@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds an ended attempt's heartbeat may take to finish the statement it is in.
 HEARTBEAT_STOP_WAIT = 5.0
+#: Seconds a stopping worker's receive may take to finish the claim it is in.
+RECEIVE_STOP_WAIT = 5.0
 
 #: Outcomes after which the task is final, so its project hears of it.
 _ENDINGS = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED})
@@ -63,6 +65,8 @@ class Worker:
         #: The receive loop runs: a session released by an attempt's last write is this
         #: process's to claim again (see SessionBus.released_in_statement).
         self._receiving = False
+        #: The receive loop is inside bus.receive(), where it must not be cancelled.
+        self._in_receive = False
 
     @property
     def running(self) -> int:
@@ -83,9 +87,7 @@ class Worker:
     async def stop(self, grace: float) -> None:
         self._receiving = False
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await self._end_receive_loop()
             # A session released just before may have woken only this loop, now gone.
             await self._wake_the_others()
         if self._runs:
@@ -99,9 +101,25 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
 
+    async def _end_receive_loop(self) -> None:
+        """Cancelled while it waits for a slot; told to stop while it receives, since a
+        receive cancelled in the middle of a claim could leave the claimed session leased
+        to nobody (see SessionBus.stop_receiving). A claim that does not end (a database
+        that does not answer) is cancelled after a while all the same."""
+        assert self._loop_task is not None
+        await self.bus.stop_receiving()
+        if not self._in_receive:
+            self._loop_task.cancel()
+        _, stuck = await asyncio.wait({self._loop_task}, timeout=RECEIVE_STOP_WAIT)
+        for loop in stuck:
+            loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BusClosed):
+            await self._loop_task
+
     async def _receive_loop(self) -> None:
         while True:
             await self._slots.acquire()
+            self._in_receive = True
             try:
                 delivery = await self.bus.receive()
             except BusClosed:
@@ -118,6 +136,10 @@ class Worker:
                     "receiving from the bus failed; retrying",
                     extra={"action": "bus_receive_failed"},
                 )
+                delivery = None
+            finally:
+                self._in_receive = False
+            if delivery is None:
                 await asyncio.sleep(1.0)
                 continue
             run = asyncio.create_task(
