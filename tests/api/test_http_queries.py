@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from gql import gql
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from cloudops.db.models import Artifact as ArtifactRow
@@ -373,6 +375,52 @@ async def test_total_count_is_counted_when_asked_for_also_through_fragments(
     data = body["data"]
     assert [data[k]["totalCount"] for k in ("direct", "spread", "inline")] == [3, 3, 3], body
     assert "totalCount" not in data["skipped"]
+
+
+async def test_a_page_of_tasks_reads_the_json_columns_its_nodes_show_and_only_those(
+    server: LiveServer,
+) -> None:
+    """steps, input and metadata are read with a page only if its nodes show them (by name,
+    alias or fragment); each selection still gets exactly what a single task shows."""
+    _, env_id = await project_and_environment(server)
+    task_id = await deploy(server, env_id, "4.1", metadata={"ticket": "OPS-4"})
+    await wait_final(server.runtime, [task_id])
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM tasks" in statement:
+            statements.append(statement)
+
+    engine = server.runtime.db.engine.sync_engine
+    sqlalchemy_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        body = await server.execute(
+            """
+            query {
+              plain: tasks(first: 5) { edges { node { id status } } }
+              shown: tasks(first: 5) { edges { node { id s: steps { name status } ...Input
+                                                      ... on Task { metadata } } } }
+            }
+            fragment Input on Task { input }
+            """
+        )
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", seen)
+    [plain] = body["data"]["plain"]["edges"]
+    [shown] = body["data"]["shown"]["edges"]
+    assert plain["node"] == {"id": task_id, "status": "COMPLETED"}
+    assert shown["node"]["s"] == [
+        {"name": name, "status": "COMPLETED"} for name in ("validate", "plan", "apply", "verify")
+    ]
+    assert shown["node"]["input"] == {"environmentId": env_id, "version": "4.1", "image": None}
+    assert shown["node"]["metadata"] == {"ticket": "OPS-4"}
+    pages = [s for s in statements if "LIMIT" in s.upper()]
+    assert len(pages) == 2, statements
+    columns = [
+        {c for c in ("steps", "input", "metadata") if re.search(rf"\btasks\.{c}\b", s)}
+        for s in pages
+    ]
+    assert sorted(columns, key=len) == [set(), {"steps", "input", "metadata"}], pages
 
 
 async def test_task_by_id_has_steps_artifacts_project_and_environment(server: LiveServer) -> None:

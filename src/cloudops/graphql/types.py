@@ -4,7 +4,7 @@ broadcast record, so rendering a live event needs no query."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, Union
 
@@ -312,10 +312,16 @@ class Task:
 
     @classmethod
     def from_row(
-        cls, row: models.Task, loaders: Loaders, related: TaskRelations = NO_RELATIONS
+        cls,
+        row: models.Task,
+        loaders: Loaders,
+        related: TaskRelations = NO_RELATIONS,
+        shown: Collection[str] | None = None,
     ) -> Task:
         """``related``: the relations read with a page of tasks; the others are read
-        through ``loaders`` if the query selects them."""
+        through ``loaders`` if the query selects them. ``shown``: the only fields the
+        query selects (None: any), for a row read without the JSON columns of the others,
+        which are then left empty."""
         return cls(
             id=strawberry.ID(row.id),
             type=TaskType(row.type),
@@ -327,9 +333,11 @@ class Task:
             max_attempts=row.max_attempts,
             run_after=row.run_after,
             progress=row.progress,
-            steps=[TaskStep.from_state(s) for s in row.steps],
-            input=JSON(row.input),
-            metadata=JSON(row.meta),
+            steps=[TaskStep.from_state(s) for s in row.steps]
+            if shown is None or "steps" in shown
+            else [],
+            input=JSON(row.input if shown is None or "input" in shown else {}),
+            metadata=JSON(row.meta if shown is None or "metadata" in shown else {}),
             error=row.error,
             dead_lettered=row.dead_lettered,
             cancel_requested=row.cancel_requested,
