@@ -25,6 +25,7 @@ from cloudops.db.models import Task
 from cloudops.domain import FINAL_STATUSES, EventKind, TaskStatus
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
+from cloudops.worker import pool
 from tests import pg
 from tests.conftest import events_of, make_environment
 
@@ -338,21 +339,28 @@ async def test_a_retrys_quiet_release_wakes_every_worker(
         await heard.close()
 
 
-async def claim_waiting_on_a_lock(runtime: Runtime) -> int:
-    """The backend pid of the runtime's claim statement, once it waits for a lock."""
+async def waiting_claims(runtime: Runtime) -> list[int]:
+    """The backend pids of claim statements that wait for a lock in the runtime's database."""
     conn = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
     try:
-        async with asyncio.timeout(10):
-            while True:
-                pid = await conn.fetchval(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE '%WITH pick AS%'"
-                )
-                if pid is not None:
-                    return int(pid)
-                await asyncio.sleep(0.02)
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%WITH pick AS%'"
+        )
     finally:
         await conn.close()
+    return [int(row["pid"]) for row in rows]
+
+
+async def claim_waiting_on_a_lock(runtime: Runtime) -> int:
+    """The backend pid of the runtime's claim statement, once it waits for a lock."""
+    async with asyncio.timeout(10):
+        while True:
+            pids = await waiting_claims(runtime)
+            if pids:
+                [pid] = pids
+                return pid
+            await asyncio.sleep(0.02)
 
 
 async def wake_workers(runtime: Runtime) -> None:
@@ -441,6 +449,38 @@ async def test_a_worker_stopping_while_its_claim_is_answered_hands_the_session_b
         await asyncio.wait_for(stopping, 10)
         owner = holder.value("SELECT coalesce(owner, 'free') FROM bus_sessions;")
         assert owner == "free", f"the session stays leased to the stopped worker ({owner})"
+    finally:
+        holder.close()
+    staying: Runtime = await runtime_factory(bus_poll_interval=30.0)
+    [task] = await wait_final_in_db(staying, [task_id], timeout=10)
+    assert task.status == TaskStatus.COMPLETED and task.attempt == 1, (task.status, task.error)
+
+
+async def test_a_stopping_worker_whose_claim_gets_no_answer_still_stops(
+    runtime_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that does not end (here: it waits for a lock held elsewhere; a database that
+    does not answer looks the same) is cancelled after RECEIVE_STOP_WAIT all the same, and
+    PostgreSQL abandons it: the session stays free for the next worker."""
+    monkeypatch.setattr(pool, "RECEIVE_STOP_WAIT", 0.5)
+    api: Runtime = await runtime_factory(run_worker=False)
+    [task_id] = await submit_restarts(api, 1)
+    holder = Psql(api)
+    try:
+        assert holder.value("BEGIN; LOCK TABLE bus_sessions IN EXCLUSIVE MODE; SELECT 1;") == "1"
+        leaving: Runtime = await runtime_factory(bus_poll_interval=30.0)
+        assert leaving.worker is not None
+        await claim_waiting_on_a_lock(leaving)
+        async with asyncio.timeout(10) as stopping:
+            await leaving.worker.stop(leaving.settings.shutdown_grace)
+        assert not stopping.expired(), "stop() waited for the claim"
+        deadline = time.monotonic() + 10
+        while await waiting_claims(leaving):  # PostgreSQL hears of the cancel, too
+            assert time.monotonic() < deadline, "the claim still waits on the server"
+            await asyncio.sleep(0.02)
+        holder.run("COMMIT;")
+        owner = holder.value("SELECT coalesce(owner, 'free') FROM bus_sessions;")
+        assert owner == "free", f"the abandoned claim leased the session to {owner}"
     finally:
         holder.close()
     staying: Runtime = await runtime_factory(bus_poll_interval=30.0)

@@ -113,8 +113,12 @@ class Worker:
         _, stuck = await asyncio.wait({self._loop_task}, timeout=RECEIVE_STOP_WAIT)
         for loop in stuck:
             loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError, BusClosed):
+        try:
             await self._loop_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # stop() itself was cancelled (the loop's end is expected)
 
     async def _receive_loop(self) -> None:
         while True:
