@@ -156,6 +156,20 @@ def print_targets(targets: Sequence[Target]) -> None:
     )
 
 
+def python_speed_ms() -> float:
+    """Milliseconds one core takes for a fixed pure-Python loop (best of 3): machines of
+    one kind differ widely, and figures of runs on different machines compare only with
+    this beside them (ratios in one run do not need it)."""
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
 def machine() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError):
@@ -180,6 +194,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_at_start": [round(x, 2) for x in load],
+        "python_loop_ms": python_speed_ms(),
     }
 
 
@@ -189,6 +204,10 @@ def write_results(scenario: str, payload: dict[str, Any], results_dir: Path | No
     path = directory / f"{scenario}-{utc_stamp()}.json"
     document = {"scenario": scenario, "machine": machine(), **payload}
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    print(
+        f"\nmachine: {document['machine']['cpu']} x {document['machine']['nproc']}, "
+        f"python loop {document['machine']['python_loop_ms']} ms (lower is faster)"
+    )
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return path
 
