@@ -64,8 +64,7 @@ class CloudOpsWebSocketProtocol(WebSocketsSansIOProtocol):
             # server's text frame is its header and the payload as is. Anything the
             # connection still holds (a pong, say) goes first, as it would have.
             frames = [text_frame(text) for text in texts]
-            held = b"".join(conn.data_to_send()) if conn.writes else b""
-            self.transport.write(held + b"".join(frames))
+            self.transport.write(b"".join((*conn.data_to_send(), *frames)))
             return [len(frame) for frame in frames]
         frames = []
         try:
