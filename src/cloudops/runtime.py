@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from cloudops.bus.base import SessionBus
 from cloudops.bus.memory import InMemorySessionBus
-from cloudops.bus.postgres import PostgresSessionBus
 from cloudops.db.engine import Database
 from cloudops.db.migrate import migrate
 from cloudops.events.broadcast import create_broadcast
@@ -63,6 +62,9 @@ class Runtime:
         )
         bus: SessionBus
         if settings.bus is BusKind.POSTGRES:
+            # Imported here: the embedded default does without asyncpg and the dialect.
+            from cloudops.bus.postgres import PostgresSessionBus
+
             bus = PostgresSessionBus(
                 db, lease_seconds=settings.lease_seconds, poll_interval=settings.bus_poll_interval
             )

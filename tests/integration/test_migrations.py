@@ -8,6 +8,7 @@ idempotent and safe to run concurrently (an advisory lock serializes the upgrade
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,12 +17,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
 
 from cloudops.bus.postgres import PostgresSessionBus
 from cloudops.db.engine import Database
-from cloudops.db.migrate import alembic_config, migrate
+from cloudops.db.migrate import HEAD_REVISION, alembic_config, migrate
 from cloudops.db.models import DEFAULT_ORGANIZATION_ID, Base, BusSession, Organization, Task
 from tests import pg
 
@@ -57,6 +59,53 @@ async def test_upgrade_head_then_autogenerate_finds_nothing(tmp_path: Path) -> N
         async with db.engine.connect() as conn:
             diff = await conn.run_sync(_diff)
         assert diff == []
+    finally:
+        await db.dispose()
+
+
+def test_head_revision_is_alembics_head() -> None:
+    """migrate() skips Alembic on a database at HEAD_REVISION: it must be the newest."""
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert heads == [HEAD_REVISION], f"set HEAD_REVISION in db/migrate.py to {heads}"
+
+
+async def test_a_database_at_head_starts_without_alembic_and_a_missing_part_is_mended(
+    tmp_path: Path,
+) -> None:
+    """A start on an up-to-date database only reads it (in a fresh process: Alembic is
+    not even imported); one whose default organization is gone takes the full path and
+    gets it back."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    db = Database(url)
+    try:
+        await migrate(db)
+    finally:
+        await db.dispose()
+    script = (
+        "import asyncio, sys\n"
+        "from cloudops.db.engine import Database\n"
+        "from cloudops.db.migrate import migrate\n"
+        "async def main():\n"
+        f"    db = Database({url!r})\n"
+        "    await migrate(db)\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(60):
+        out, _ = await process.communicate()
+    assert process.returncode == 0
+    assert out.decode().strip() == "False", "an up-to-date database still loaded Alembic"
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM organizations"))
+        await migrate(db)
+        _, head, orgs = await schema_state(db)
+        assert (head, orgs) == (HEAD_REVISION, [DEFAULT_ORGANIZATION_ID])
     finally:
         await db.dispose()
 

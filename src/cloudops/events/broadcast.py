@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlparse
 
 from broadcaster import Broadcast as _Broadcaster
 from broadcaster._base import Unsubscribed
-from redis import asyncio as redis
-from redis.asyncio.client import PubSub
+
+if TYPE_CHECKING:
+    # Imported where a Redis broadcast connects: the embedded default never needs it, and
+    # redis-py costs a process about half a second to import.
+    from redis import asyncio as redis
+    from redis.asyncio.client import PubSub
 
 
 class Listening(Protocol):
@@ -357,6 +361,8 @@ class RedisBroadcast(_Outbox):
         self._client: redis.Redis | None = None
 
     async def connect(self) -> None:
+        from redis import asyncio as redis
+
         self._client = redis.Redis.from_url(
             self._url, socket_connect_timeout=5, socket_timeout=None
         )
