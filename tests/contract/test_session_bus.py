@@ -685,8 +685,8 @@ async def test_close_wakes_receivers(bus: SessionBus) -> None:
 
 
 async def test_stop_receiving_ends_every_receive_and_nothing_else(bus: SessionBus) -> None:
-    # The worker stops: its waiting receivers end, so do later ones; what was published
-    # stays queued (guarantee 4), and deliveries already out are still handed back.
+    # The worker stops: its waiting receivers end, so do later ones; publishing goes on,
+    # and a delivery already out is still handed back.
     await bus.publish(msg("a", 1))
     held = await recv(bus)
     receivers = [asyncio.create_task(bus.receive()) for _ in range(2)]
