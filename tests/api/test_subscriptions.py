@@ -668,9 +668,17 @@ async def test_slow_socket_is_ended_with_overflow_while_a_fast_one_gets_everythi
         await wait_subscribers(live, base + 1)
         open_ids = {"slow", *await block_sends(live, slow, bulky_task, base + 1)}
 
+        # The fast one follows the environment live from before the task exists: with
+        # a replay first, its live events would queue behind the replay, and on a busy
+        # machine more than 5 of them could (and once did) end it too.
+        subscribed = live.runtime.hub.subscriber_count
+        fast_feed = asyncio.create_task(
+            collect_until(live, lambda seen: seen[-1]["kind"] in FINAL_KINDS, entityId=env_id)
+        )
+        await wait_subscribers(live, subscribed + 1)
         task_id = await deploy(live, env_id, "1")
         async with asyncio.timeout(30):
-            fast = await subscribe_all(live.ws_client(), op(TASK_EVENTS, taskId=task_id, after=0))
+            fast = await fast_feed
         await wait_final(live.runtime, [task_id])
         expected = await stored(live, task_id)
 

@@ -420,7 +420,8 @@ async def test_a_worker_stopping_while_its_claim_is_answered_hands_the_session_b
     try:
         # Held elsewhere at first: the worker's first claim finds nothing (and prepares
         # its statement), then waits for a wake-up.
-        holder.run("UPDATE bus_sessions SET owner = 'elsewhere', lease_until = now() + '1h';")
+        held = "UPDATE bus_sessions SET owner = 'elsewhere', lease_until = now() + '1h'"
+        assert holder.value(f"{held}; SELECT 1;") == "1"  # done before the worker starts
         # One pooled connection: the claim runs where its first run prepared it, so below
         # it waits for the lock to execute, not to be prepared.
         leaving: Runtime = await runtime_factory(
@@ -440,15 +441,19 @@ async def test_a_worker_stopping_while_its_claim_is_answered_hands_the_session_b
         )
         await wake_workers(api)
         claim = await claim_waiting_on_a_lock(leaving)
-        # From here until stop() is under way the event loop stands still: PostgreSQL
-        # commits the claim and sends its answer, which the worker has not read when
-        # stop() begins (stop's first step runs before the loop reads the socket).
+        # stop() begins while the claim waits: its first step (which cancelled the receive
+        # loop, once) runs before this coroutine goes on.
+        stopping = asyncio.ensure_future(leaving.worker.stop(leaving.settings.shutdown_grace))
+        await asyncio.sleep(0)
+        assert not leaving.worker._receiving, "stop() has not begun"
+        # From here the event loop stands still: a cancel could not reach PostgreSQL, which
+        # commits the claim and sends its answer. Whatever stop() did to the receive loop
+        # takes effect only after that.
         holder.run("COMMIT;")
         deadline = time.monotonic() + 10
         while holder.value(f"SELECT state FROM pg_stat_activity WHERE pid = {claim};") != "idle":
             assert time.monotonic() < deadline, "the claim was not answered"
             time.sleep(0.01)  # noqa: ASYNC251 (the loop must not run)
-        stopping = asyncio.ensure_future(leaving.worker.stop(leaving.settings.shutdown_grace))
         await asyncio.wait_for(stopping, 10)
         owner = holder.value("SELECT coalesce(owner, 'free') FROM bus_sessions;")
         assert owner == "free", f"the session stays leased to the stopped worker ({owner})"
