@@ -301,3 +301,29 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(url)
+
+
+async def claims_waiting_for_a_lock(url: str) -> list[int]:
+    """Backend pids of the session bus's claim statements (``_CLAIM``) that wait for a
+    lock in the database of ``url`` (a SQLAlchemy URL)."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%WITH pick AS%'"
+        )
+    finally:
+        await conn.close()
+    return [int(row["pid"]) for row in rows]
+
+
+async def claim_waiting_for_a_lock(url: str, timeout: float = 10) -> int:
+    """The backend pid of the one claim statement in ``url``'s database, once it waits for
+    a lock."""
+    async with asyncio.timeout(timeout):
+        while True:
+            pids = await claims_waiting_for_a_lock(url)
+            if pids:
+                [pid] = pids
+                return pid
+            await asyncio.sleep(0.01)

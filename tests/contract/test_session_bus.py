@@ -1251,16 +1251,7 @@ async def test_postgres_a_claim_under_way_when_receiving_stops_is_handed_back() 
                 # The next claim waits for this lock.
                 await lock.execute("LOCK TABLE bus_sessions IN EXCLUSIVE MODE")
                 receiver = asyncio.create_task(leaving.receive())
-                async with asyncio.timeout(WAIT):
-                    while True:
-                        waiting = await lock.fetchval(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                            " current_database() AND wait_event_type = 'Lock'"
-                            " AND query LIKE '%WITH pick AS%'"
-                        )
-                        if waiting:
-                            break
-                        await asyncio.sleep(0.01)
+                await pg.claim_waiting_for_a_lock(leaving.db.url, WAIT)
                 await leaving.stop_receiving()
                 await asyncio.sleep(quiet(leaving))
                 assert not receiver.done(), "the claim under way must not be interrupted"

@@ -339,30 +339,6 @@ async def test_a_retrys_quiet_release_wakes_every_worker(
         await heard.close()
 
 
-async def waiting_claims(runtime: Runtime) -> list[int]:
-    """The backend pids of claim statements that wait for a lock in the runtime's database."""
-    conn = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE '%WITH pick AS%'"
-        )
-    finally:
-        await conn.close()
-    return [int(row["pid"]) for row in rows]
-
-
-async def claim_waiting_on_a_lock(runtime: Runtime) -> int:
-    """The backend pid of the runtime's claim statement, once it waits for a lock."""
-    async with asyncio.timeout(10):
-        while True:
-            pids = await waiting_claims(runtime)
-            if pids:
-                [pid] = pids
-                return pid
-            await asyncio.sleep(0.02)
-
-
 async def wake_workers(runtime: Runtime) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(runtime.db.url))
     try:
@@ -440,7 +416,7 @@ async def test_a_worker_stopping_while_its_claim_is_answered_hands_the_session_b
             == "1"
         )
         await wake_workers(api)
-        claim = await claim_waiting_on_a_lock(leaving)
+        claim = await pg.claim_waiting_for_a_lock(leaving.db.url)
         # stop() begins while the claim waits: its first step (which cancelled the receive
         # loop, once) runs before this coroutine goes on.
         stopping = asyncio.ensure_future(leaving.worker.stop(leaving.settings.shutdown_grace))
@@ -476,12 +452,14 @@ async def test_a_stopping_worker_whose_claim_gets_no_answer_still_stops(
         assert holder.value("BEGIN; LOCK TABLE bus_sessions IN EXCLUSIVE MODE; SELECT 1;") == "1"
         leaving: Runtime = await runtime_factory(bus_poll_interval=30.0)
         assert leaving.worker is not None
-        await claim_waiting_on_a_lock(leaving)
+        await pg.claim_waiting_for_a_lock(leaving.db.url)
         async with asyncio.timeout(10) as stopping:
             await leaving.worker.stop(leaving.settings.shutdown_grace)
         assert not stopping.expired(), "stop() waited for the claim"
         deadline = time.monotonic() + 10
-        while await waiting_claims(leaving):  # PostgreSQL hears of the cancel, too
+        while await pg.claims_waiting_for_a_lock(
+            leaving.db.url
+        ):  # PostgreSQL hears of the cancel, too
             assert time.monotonic() < deadline, "the claim still waits on the server"
             await asyncio.sleep(0.02)
         holder.run("COMMIT;")
