@@ -73,6 +73,39 @@ class BaselineResult:
         }
 
 
+@dataclass
+class SubmittedAlone:
+    """N submissions made one after another, as the throughput runs make them, with no
+    worker running: how fast the submitter alone can go. A run's clock starts at its
+    first submission, so submitting alone is the ceiling of its tasks/s."""
+
+    name: str
+    layout: str
+    tasks: int
+    seconds: float
+    #: Tasks (or jobs) found stored and waiting afterwards: every submission counted.
+    stored: int
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.tasks / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.stored == self.tasks
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "tasks": self.tasks,
+            "seconds": round(self.seconds, 3),
+            "tasks_per_s": round(self.tasks_per_s, 1),
+            "stored": self.stored,
+            "ok": self.ok,
+        }
+
+
 # -- (a) bare asyncio per-key FIFO on one aiosqlite connection ------------------------------
 
 _SCHEMA = [
@@ -325,6 +358,31 @@ async def procrastinate_run(
                 for proc in procs:
                     proc.stop()
     return BaselineResult("procrastinate", layout, tasks, entities, seconds, workers, check=check)
+
+
+async def procrastinate_submit_alone(
+    *, tasks: int, entities: int, layout: str, synchronous_commit: str | None = None
+) -> SubmittedAlone:
+    """procrastinate's defers as its runs make them (one after another, ``lock=`` the
+    entity), with no worker: the ceiling of its runs, as ours is of ours."""
+    import psycopg
+
+    async with pg_database("procrastinate", synchronous_commit=synchronous_commit) as name:
+        dsn = pg_dsn(name)
+        app = _app(dsn)
+        async with app.open_async():
+            await app.schema_manager.apply_schema_async()
+            task = app.tasks["bench_noop"]
+            started = time.perf_counter()
+            for entity_index in layout_order(layout, tasks, entities):
+                await task.configure(lock=f"e{entity_index}").defer_async()
+            seconds = time.perf_counter() - started
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
+            )
+            row = await cursor.fetchone()
+    return SubmittedAlone("procrastinate", layout, tasks, seconds, row[0] if row else 0)
 
 
 async def _wait_workers(conn: Any, procs: list[Proc], workers: int) -> None:

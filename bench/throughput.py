@@ -29,14 +29,14 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 
 from bench._common import (
     LAYOUTS,
@@ -66,13 +66,17 @@ from bench._common import (
 from bench.baselines import (
     SKIPPED_PROCRASTINATE,
     BaselineResult,
+    SubmittedAlone,
     asyncio_fifo,
     procrastinate_installed,
     procrastinate_run,
+    procrastinate_submit_alone,
 )
 from bench.handlers import install
 from cloudops.cli import event_loop_factory
 from cloudops.db.engine import Database
+from cloudops.db.models import Task
+from cloudops.domain import TaskStatus
 from cloudops.runtime import Runtime
 from cloudops.services import inputs
 from cloudops.settings import Settings
@@ -161,6 +165,7 @@ class Options:
     synchronous_commit: str | None
     log_level: str
     profile: bool
+    submit_alone: bool
     keep: bool
     timeout: float
     results_dir: Path
@@ -365,9 +370,13 @@ def _settings(database_url: str, data_dir: Path, opts: Options, **extra: Any) ->
     )
 
 
-async def run_service_in_process(run: Run, opts: Options, database_url: str, tmp: Path) -> None:
-    """The service layer in this process: with its worker on the embedded backend, as a
-    submitter only (run_worker=False) beside worker processes on postgres."""
+@contextlib.asynccontextmanager
+async def service_runtime(
+    run: Run, opts: Options, database_url: str, tmp: Path
+) -> AsyncIterator[tuple[Runtime, list[str]]]:
+    """The service layer in this process, and the keys of its run's entities: with its
+    worker on the embedded backend, as a submitter only (run_worker=False) beside worker
+    processes on postgres."""
     embedded = run.backend == "embedded"
     extra: dict[str, Any] = {} if embedded else {"bus": "postgres", "broadcast_url": opts.redis_url}
     runtime = Runtime.build(
@@ -376,8 +385,14 @@ async def run_service_in_process(run: Run, opts: Options, database_url: str, tmp
     install(runtime.registry)
     await runtime.start()
     try:
-        keys = entity_keys(run, await setup_service(runtime, run))
-        commits = CommitCounter(runtime.db) if embedded else None
+        yield runtime, entity_keys(run, await setup_service(runtime, run))
+    finally:
+        await runtime.stop()
+
+
+async def run_service_in_process(run: Run, opts: Options, database_url: str, tmp: Path) -> None:
+    async with service_runtime(run, opts, database_url, tmp) as (runtime, keys):
+        commits = CommitCounter(runtime.db) if run.backend == "embedded" else None
         try:
             await measure(
                 run, runtime.db, lambda: submit_service(runtime, run, keys, 1), opts, commits
@@ -385,8 +400,32 @@ async def run_service_in_process(run: Run, opts: Options, database_url: str, tmp
         finally:
             if commits is not None:
                 commits.close()
-    finally:
-        await runtime.stop()
+
+
+async def submit_alone(opts: Options, layout: str) -> SubmittedAlone:
+    """Our runs' submissions (the service layer, one after another) on PostgreSQL with no
+    worker process: the ceiling of the postgres runs' tasks/s."""
+    run = Run("postgres", "service", opts.task, layout, 0, opts.tasks, opts.entities)
+    with workdir(opts.keep, "submit-alone") as tmp:
+        async with running_stack(
+            "postgres",
+            tmp,
+            workers=0,
+            api=False,
+            log_level=opts.log_level,
+            redis_url=opts.redis_url,
+            synchronous_commit=opts.synchronous_commit,
+            template=opts.template,
+        ) as stack:
+            async with service_runtime(run, opts, stack.database_url, tmp) as (runtime, keys):
+                started = time.perf_counter()
+                await submit_service(runtime, run, keys, 1)
+                seconds = time.perf_counter() - started
+            async with stack.db.read() as session:
+                stored = await session.scalar(
+                    select(func.count()).select_from(Task).where(Task.status == TaskStatus.QUEUED)
+                )
+    return SubmittedAlone("cloudops", layout, opts.tasks, seconds, int(stored or 0))
 
 
 async def run_one(run: Run, opts: Options) -> None:
@@ -500,8 +539,24 @@ async def scenario(opts: Options) -> dict[str, Any]:
                         )
                     print(f"  {baselines[-1].tasks_per_s:,.0f} tasks/s")
 
+    alone: list[SubmittedAlone] = []
+    if opts.submit_alone and "postgres" in opts.backends and "interleaved" in opts.layouts:
+        print("running submissions alone, no worker (ours, then procrastinate's) ...", flush=True)
+        alone.append(await submit_alone(opts, "interleaved"))
+        if "procrastinate" in opts.baselines and procrastinate_installed():
+            alone.append(
+                await procrastinate_submit_alone(
+                    tasks=opts.tasks,
+                    entities=opts.entities,
+                    layout="interleaved",
+                    synchronous_commit=opts.synchronous_commit,
+                )
+            )
+        await opts.template.drop()
+
     ratios, targets = compare(runs, baselines)
-    report(runs, baselines, ratios, targets, notes)
+    ceilings = ceiling_ratios(alone, baselines)
+    report(runs, baselines, ratios, targets, notes, alone, ceilings)
     return {
         "options": opts.as_dict(),
         "versions": {
@@ -511,6 +566,8 @@ async def scenario(opts: Options) -> dict[str, Any]:
         "runs": [r.as_dict() for r in runs],
         "baselines": [b.as_dict() for b in baselines],
         "ratios": ratios,
+        "submitted_alone": [a.as_dict() for a in alone],
+        "ceilings": ceilings,
         "targets": [t.as_dict() for t in targets],
         "notes": notes,
     }
@@ -560,6 +617,27 @@ def compare(
     return ratios, targets
 
 
+def ceiling_ratios(
+    alone: list[SubmittedAlone], baselines: list[BaselineResult]
+) -> list[dict[str, Any]]:
+    """The most our postgres runs' ratio to procrastinate could be in this run: a run's
+    clock starts at its first submission, so our runs cannot beat our submitting alone;
+    divided by procrastinate's whole runs (submissions and work) of the same layout."""
+    ours = next((a for a in alone if a.name == "cloudops" and a.ok), None)
+    if ours is None:
+        return []
+    return [
+        {
+            "ours_submitting_alone_tasks_per_s": round(ours.tasks_per_s, 1),
+            "baseline": f"{base.name}/{base.layout}/{base.workers}w",
+            "baseline_tasks_per_s": round(base.tasks_per_s, 1),
+            "ceiling": round(ours.tasks_per_s / base.tasks_per_s, 3),
+        }
+        for base in baselines
+        if base.name == "procrastinate" and base.layout == ours.layout and base.tasks_per_s
+    ]
+
+
 def _or_dash(value: float | None) -> float | str:
     return value if value is not None else "-"
 
@@ -570,6 +648,8 @@ def report(
     ratios: list[dict[str, Any]],
     targets: list[Target],
     notes: list[str],
+    alone: list[SubmittedAlone],
+    ceilings: list[dict[str, Any]],
 ) -> None:
     print_table(
         "Throughput (STEP_DELAY=0; clock: first submit -> last finished_at)",
@@ -645,6 +725,29 @@ def report(
                 for r in ratios
             ],
         )
+    if alone:
+        print_table(
+            "Submitting alone (PostgreSQL, no worker; one after another, as in the runs)",
+            ["system", "layout", "tasks", "s", "tasks/s", "stored"],
+            [
+                (a.name, a.layout, a.tasks, a.seconds, a.tasks_per_s, "ok" if a.ok else "FAILED")
+                for a in alone
+            ],
+        )
+    if ceilings:
+        print_table(
+            "Ceiling of the ratio: ours submitting alone / the baseline's whole run",
+            ["baseline", "ours alone tasks/s", "baseline tasks/s", "ceiling"],
+            [
+                (
+                    c["baseline"],
+                    c["ours_submitting_alone_tasks_per_s"],
+                    c["baseline_tasks_per_s"],
+                    c["ceiling"],
+                )
+                for c in ceilings
+            ],
+        )
     print_targets(targets)
     for note in notes:
         print(f"note: {note}")
@@ -712,6 +815,14 @@ def parse(argv: list[str] | None) -> Options:
         action="store_true",
         help="pyinstrument the embedded service runs (bench/results/profile-*.txt/.html)",
     )
+    parser.add_argument(
+        "--submit-alone",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with postgres and the interleaved layout: also time the submissions alone, "
+        "ours and procrastinate's, with no worker running -- the ceiling of the "
+        "interleaved runs, which are bound by their one submitter (on)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep data files and process logs")
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds (600)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -735,6 +846,7 @@ def parse(argv: list[str] | None) -> Options:
         synchronous_commit=args.synchronous_commit,
         log_level=args.log_level,
         profile=args.profile,
+        submit_alone=args.submit_alone,
         keep=args.keep,
         timeout=args.timeout,
         results_dir=args.results_dir,

@@ -97,6 +97,39 @@ async def test_throughput_postgres(tmp_path: Path) -> None:
         assert any("skipped" in note for note in result["notes"])
 
 
+async def test_throughput_postgres_submitting_alone(tmp_path: Path) -> None:
+    """The interleaved layout's ceiling: each system's submissions timed with no worker,
+    every one of them found stored and waiting afterwards."""
+    require_postgres()
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        opts = throughput.parse(
+            [
+                "--tasks", "12",
+                "--entities", "3",
+                "--backends", "postgres",
+                "--workers", "1",
+                "--layouts", "interleaved",
+                "--baselines", "procrastinate",
+                "--redis-url", redis.url,
+                "--results-dir", str(tmp_path),
+            ]
+        )  # fmt: skip
+        result = await throughput.amain(opts)
+    finally:
+        redis.stop()
+    (run,) = result["runs"]
+    assert run["error"] is None and run["check"]["ok"], run
+    alone = {a["name"]: a for a in result["submitted_alone"]}
+    assert alone["cloudops"]["ok"] and alone["cloudops"]["stored"] == 12, alone
+    if procrastinate_installed():
+        assert alone["procrastinate"]["ok"] and alone["procrastinate"]["stored"] == 12, alone
+        (ceiling,) = result["ceilings"]
+        assert ceiling["baseline"] == "procrastinate/interleaved/1w"
+        assert ceiling["ceiling"] > 0
+
+
 async def test_latency(tmp_path: Path) -> None:
     args = latency.parse(
         [
