@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from gql import gql
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
@@ -219,15 +220,38 @@ async def test_projects_are_oldest_first_and_paginate_with_cursors(server: LiveS
         assert default["totalCount"] == 5
 
 
-async def test_projects_refuse_a_cursor_they_did_not_issue(server: LiveServer) -> None:
-    body = await server.execute(
-        "query($after: String) { projects(after: $after) { totalCount } }",
-        {"after": "not-a-cursor"},
-    )
+@pytest.mark.parametrize(
+    ("query", "variables", "field"),
+    [
+        ("query($after: String) { projects(after: $after) { totalCount } }",
+         {"after": "not-a-cursor"}, "after"),
+        ("query($after: String) { tasks(after: $after) { totalCount } }",
+         {"after": "not-a-cursor"}, "after"),
+        ("query { tasks(first: 500) { totalCount } }", None, "first"),
+        ("query { projects(first: -1) { totalCount } }", None, "first"),
+    ],
+)  # fmt: skip
+async def test_lists_refuse_a_cursor_they_did_not_issue_or_a_page_too_large_before_reading(
+    server: LiveServer, query: str, variables: dict[str, Any] | None, field: str
+) -> None:
+    """Refused before anything is read: a bad page does not start its totalCount, which
+    runs on a connection of its own."""
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engine = server.runtime.db.engine.sync_engine
+    sqlalchemy_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        body = await server.execute(query, variables)
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", seen)
     assert body.get("data") is None, body
     error = body["errors"][0]
-    assert "after" in error["message"], error
+    assert field in error["message"], error
     assert error.get("extensions", {}).get("code") == "INVALID_INPUT", error
+    assert not [s for s in statements if "count(" in s.lower()], statements
 
 
 async def test_project_by_id_with_environments_and_tasks(server: LiveServer) -> None:

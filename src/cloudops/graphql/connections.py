@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import strawberry
@@ -100,6 +101,20 @@ def _node_fields(info: Info) -> set[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class _Window:
+    """The page asked for, checked before anything is read or counted: a refused
+    ``first`` or ``after`` starts no count on a connection of its own."""
+
+    size: int
+    #: The sort key of the row the page starts after.
+    after: tuple[datetime, str] | None
+
+    @classmethod
+    def of(cls, first: int | None, after: str | None) -> _Window:
+        return cls(page_size(first), decode_cursor(after) if after is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
 class _Page(Generic[RowT]):
     rows: list[RowT]
     has_next_page: bool
@@ -143,19 +158,18 @@ async def _keyset_page(
     session: AsyncSession,
     model: type[RowT],
     conditions: list[Any],
-    first: int | None,
-    after: str | None,
+    window: _Window,
     *,
     newest_first: bool,
     options: Sequence[ExecutableOption] = (),
 ) -> _Page[RowT]:
-    """One page ordered by (created_at, id), after an opaque cursor."""
-    size = page_size(first)
+    """One page ordered by (created_at, id), after the window's row."""
+    size = window.size
     created: Any = model.created_at
     row_id: Any = model.id
     page_conditions = list(conditions)
-    if after is not None:
-        at, last_id = decode_cursor(after)
+    if window.after is not None:
+        at, last_id = window.after
         if newest_first:
             page_conditions.append(or_(created < at, and_(created == at, row_id < last_id)))
         else:
@@ -184,13 +198,14 @@ async def task_connection(
     conditions += scope or []
     if task_filter is not None:
         conditions += task_filter.conditions()
+    window = _Window.of(first, after)
     total = _total_count(info, models.Task, conditions)
     shown = _node_fields(info)
     # Not read at all (an access would raise, not read them one row at a time).
     unread = [defer(c, raiseload=True) for name, c in _JSON_FIELDS.items() if name not in shown]
     async with info.context.runtime.db.read() as session:
         page = await _keyset_page(
-            session, models.Task, conditions, first, after, newest_first=True, options=unread
+            session, models.Task, conditions, window, newest_first=True, options=unread
         )
         related = await TaskRelations.read(session, page.rows, shown)
     edges = [
@@ -210,11 +225,10 @@ async def task_connection(
 async def project_connection(info: Info, first: int | None, after: str | None) -> ProjectConnection:
     """Oldest first: ordered by (createdAt, id) ascending."""
     conditions: list[Any] = [models.Project.organization_id == info.context.viewer.organization_id]
+    window = _Window.of(first, after)
     total = _total_count(info, models.Project, conditions)
     async with info.context.runtime.db.read() as session:
-        page = await _keyset_page(
-            session, models.Project, conditions, first, after, newest_first=False
-        )
+        page = await _keyset_page(session, models.Project, conditions, window, newest_first=False)
     edges = [
         ProjectEdge(cursor=encode_cursor(r.created_at, r.id), node=Project.from_row(r))
         for r in page.rows
