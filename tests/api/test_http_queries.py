@@ -37,7 +37,8 @@ fragment TaskFields on Task {
 }
 """
 
-HEALTH = gql("{ health { status version database bus broadcast queuedTasks runningTasks } }")
+HEALTH = gql("""{ health { status version database bus broadcast broadcastConnected
+  queuedTasks runningTasks } }""")
 VIEWER = gql("{ viewer { id name role } }")
 CREATE_PROJECT = gql("""
 mutation($name: String!) { createProject(input: {name: $name}) {
@@ -159,6 +160,7 @@ async def test_health_is_ok_with_memory_backends_and_counts_tasks(
         assert idle["database"] is True
         assert idle["bus"] == "memory"
         assert idle["broadcast"] == "memory"
+        assert idle["broadcastConnected"] is True
         assert idle["version"], "health.version must not be empty"
         assert (idle["queuedTasks"], idle["runningTasks"]) == (0, 0)
 

@@ -1,5 +1,5 @@
 """Redis stopped and restarted mid-run: tasks go on, a subscriber resumes with afterSequence
-and ends with every event exactly once."""
+and ends with every event exactly once; health says so while it is down."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.api.conftest import LiveServer, op, project_and_environment
 from tests.conftest import events_of, wait_final
 from tests.redis_server import RedisServer
 
+HEALTH = gql("{ health { status database broadcast broadcastConnected } }")
 EVENTS = gql("""subscription($id: ID!, $after: Int) { taskEvents(taskId: $id, afterSequence: $after) {
   sequence kind status progress } }""")
 
@@ -73,3 +74,58 @@ async def test_redis_restart_mid_run_loses_nothing(
         assert [e["sequence"] for e in seen] == [e.sequence for e in stored], "gap or duplicate"
         assert [e["kind"] for e in seen] == [e.kind for e in stored]
         assert seen[-1]["kind"] == "COMPLETED"
+
+
+async def health_now(live: LiveServer) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """The GraphQL health, and /healthz's status code and body."""
+    async with live.client() as session:
+        health = (await session.execute(HEALTH))["health"]
+    async with live.http() as http:
+        response = await http.get("/healthz")
+    return health, response.status_code, response.json()
+
+
+async def test_health_is_degraded_while_redis_is_down_and_the_api_still_serves(
+    server_factory: Any, redis_server: RedisServer
+) -> None:
+    """Live events pause without Redis; everything else goes on. Health says degraded
+    (the contract: a dependency check fails) yet /healthz stays 200: every API process
+    shares the one Redis, and a load balancer dropping them all would stop what works."""
+    live: LiveServer = await server_factory(broadcast_url=redis_server.url, broadcast_heartbeat=0.2)
+    health, code, body = await health_now(live)
+    assert health == {
+        "status": "ok", "database": True, "broadcast": "redis", "broadcastConnected": True
+    }  # fmt: skip
+    assert code == 200 and body["status"] == "ok" and body["broadcast_connected"] is True, body
+
+    redis_server.stop()
+    async with asyncio.timeout(20):  # until this process notices
+        while True:
+            health, code, body = await health_now(live)
+            if not health["broadcastConnected"]:
+                break
+            await asyncio.sleep(0.05)
+    assert health == {
+        "status": "degraded", "database": True, "broadcast": "redis", "broadcastConnected": False
+    }  # fmt: skip
+    assert code == 200, body
+    assert body["status"] == "degraded" and body["broadcast_connected"] is False, body
+    assert body["database"] is True, body
+    # Meanwhile mutations are taken and their tasks run to the end.
+    _, env_id = await project_and_environment(live)
+    result = await live.runtime.tasks.deploy(inputs.Deploy(env_id, "1"))
+    assert result.value is not None
+    async with asyncio.timeout(30):  # read from the database: no live events to wait on
+        while True:
+            task = await live.runtime.tasks.get(result.value.id)
+            assert task is not None
+            if task.status == "COMPLETED":
+                break
+            await asyncio.sleep(0.05)
+
+    redis_server.start()
+    async with asyncio.timeout(30):
+        await live.runtime.hub.wait_connected()
+    health, code, body = await health_now(live)
+    assert health["status"] == "ok" and health["broadcastConnected"] is True, health
+    assert code == 200 and body["status"] == "ok", body

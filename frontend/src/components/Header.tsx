@@ -46,7 +46,9 @@ function Health() {
       data-health={status}
       title={
         health
-          ? `database ${health.database ? 'ok' : 'down'} · bus ${health.bus} · broadcast ${health.broadcast}`
+          ? `database ${health.database ? 'ok' : 'down'} · bus ${health.bus} · broadcast ${health.broadcast} ${
+              health.broadcastConnected ? 'connected' : 'disconnected: live updates pause, tasks go on'
+            }`
           : error?.message
       }
     >

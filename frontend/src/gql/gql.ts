@@ -20,7 +20,7 @@ type Documents = {
     "\n  fragment EventFields on TaskEvent {\n    id\n    taskId\n    sequence\n    kind\n    at\n    status\n    progress\n    entityId\n    type\n    message\n    step {\n      ...StepFields\n    }\n    artifact {\n      ...ArtifactFields\n    }\n  }\n": typeof types.EventFieldsFragmentDoc,
     "\n  fragment UserErrorFields on UserError {\n    field\n    message\n    code\n  }\n": typeof types.UserErrorFieldsFragmentDoc,
     "\n  fragment TaskKnown on Task {\n    id\n    status\n    entityId\n  }\n": typeof types.TaskKnownFragmentDoc,
-    "\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n": typeof types.HealthDocument,
+    "\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      broadcastConnected\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n": typeof types.HealthDocument,
     "\n  query Tasks($first: Int, $filter: TaskFilter) {\n    tasks(first: $first, filter: $filter) {\n      totalCount\n      pageInfo {\n        hasNextPage\n        endCursor\n      }\n      edges {\n        node {\n          ...TaskSummaryFields\n        }\n      }\n    }\n  }\n": typeof types.TasksDocument,
     "\n  query TaskDetail($id: ID!) {\n    task(id: $id) {\n      ...TaskSummaryFields\n      correlationId\n      idempotencyKey\n      input\n      metadata\n      steps {\n        ...StepFields\n      }\n      artifacts {\n        ...ArtifactFields\n      }\n    }\n  }\n": typeof types.TaskDetailDocument,
     "\n  query TaskEventsPage($id: ID!, $after: Int!, $first: Int!) {\n    task(id: $id) {\n      id\n      events(afterSequence: $after, first: $first) {\n        ...EventFields\n      }\n    }\n  }\n": typeof types.TaskEventsPageDocument,
@@ -48,7 +48,7 @@ const documents: Documents = {
     "\n  fragment EventFields on TaskEvent {\n    id\n    taskId\n    sequence\n    kind\n    at\n    status\n    progress\n    entityId\n    type\n    message\n    step {\n      ...StepFields\n    }\n    artifact {\n      ...ArtifactFields\n    }\n  }\n": types.EventFieldsFragmentDoc,
     "\n  fragment UserErrorFields on UserError {\n    field\n    message\n    code\n  }\n": types.UserErrorFieldsFragmentDoc,
     "\n  fragment TaskKnown on Task {\n    id\n    status\n    entityId\n  }\n": types.TaskKnownFragmentDoc,
-    "\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n": types.HealthDocument,
+    "\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      broadcastConnected\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n": types.HealthDocument,
     "\n  query Tasks($first: Int, $filter: TaskFilter) {\n    tasks(first: $first, filter: $filter) {\n      totalCount\n      pageInfo {\n        hasNextPage\n        endCursor\n      }\n      edges {\n        node {\n          ...TaskSummaryFields\n        }\n      }\n    }\n  }\n": types.TasksDocument,
     "\n  query TaskDetail($id: ID!) {\n    task(id: $id) {\n      ...TaskSummaryFields\n      correlationId\n      idempotencyKey\n      input\n      metadata\n      steps {\n        ...StepFields\n      }\n      artifacts {\n        ...ArtifactFields\n      }\n    }\n  }\n": types.TaskDetailDocument,
     "\n  query TaskEventsPage($id: ID!, $after: Int!, $first: Int!) {\n    task(id: $id) {\n      id\n      events(afterSequence: $after, first: $first) {\n        ...EventFields\n      }\n    }\n  }\n": types.TaskEventsPageDocument,
@@ -111,7 +111,7 @@ export function graphql(source: "\n  fragment TaskKnown on Task {\n    id\n    s
 /**
  * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
  */
-export function graphql(source: "\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n"): (typeof documents)["\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n"];
+export function graphql(source: "\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      broadcastConnected\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n"): (typeof documents)["\n  query Health {\n    health {\n      status\n      version\n      database\n      bus\n      broadcast\n      broadcastConnected\n      queuedTasks\n      runningTasks\n    }\n    viewer {\n      id\n      name\n      role\n    }\n  }\n"];
 /**
  * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
  */

@@ -102,6 +102,7 @@ export const HealthQuery = graphql(`
       database
       bus
       broadcast
+      broadcastConnected
       queuedTasks
       runningTasks
     }

@@ -83,14 +83,16 @@ class Query:
                     .group_by(models.Task.status)
                 )
                 counts = {status: count for status, count in rows}
+        broadcast_connected = runtime.hub.connected
         return Health(
-            status="ok" if database else "degraded",
+            status="ok" if database and broadcast_connected else "degraded",
             version=__version__,
             database=database,
             bus=runtime.bus.name,
             broadcast=runtime.hub.backend_name,
             queued_tasks=counts.get(DomainStatus.QUEUED.value, 0),
             running_tasks=counts.get(DomainStatus.RUNNING.value, 0),
+            broadcast_connected=broadcast_connected,
         )
 
     @strawberry.field(permission_classes=[CanView])

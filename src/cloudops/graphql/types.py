@@ -380,6 +380,12 @@ class Health:
     )
     queued_tasks: int
     running_tasks: int
+    broadcast_connected: bool = strawberry.field(
+        description="Live events flow: this process is connected to its broadcast backend. "
+        "While it is not, status is degraded; tasks still run and every event is stored, "
+        "and subscriptions end with BROADCAST_LOST so that clients resume with "
+        "afterSequence."
+    )
 
 
 @strawberry.type

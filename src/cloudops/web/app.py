@@ -90,15 +90,20 @@ class Frontend:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness for load balancers: 200 when the database answers, 503 otherwise."""
+    """Liveness for load balancers: 200 when the database answers, 503 otherwise. A
+    broadcast backend that is down makes the status degraded but keeps the 200: every API
+    process shares it, and without it they all still take mutations and answer queries
+    (only live events pause), so taking them out of the balancer would help nobody."""
     runtime: Runtime = request.app.state.runtime
     database = await runtime.db.ping()
+    broadcast_connected = runtime.hub.connected
     body = {
-        "status": "ok" if database else "degraded",
+        "status": "ok" if database and broadcast_connected else "degraded",
         "version": __version__,
         "database": database,
         "bus": runtime.bus.name,
         "broadcast": runtime.hub.backend_name,
+        "broadcast_connected": broadcast_connected,
     }
     return JSONResponse(body, status_code=200 if database else 503)
 
