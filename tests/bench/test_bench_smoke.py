@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench.baselines import procrastinate_installed
@@ -65,27 +66,32 @@ async def test_throughput_deployment_embedded(tmp_path: Path) -> None:
     assert run["check"]["steps_completed"] == 8 * 4
 
 
-async def test_throughput_postgres(tmp_path: Path) -> None:
+async def throughput_on_postgres(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """The throughput scenario on PostgreSQL with 1 worker, against a Redis of its own."""
     require_postgres()
     redis = RedisServer(tmp_path)
     redis.start()
     try:
         opts = throughput.parse(
             [
-                "--tasks", "20",
-                "--entities", "4",
+                *args,
                 "--backends", "postgres",
                 "--workers", "1",
-                "--via", "service,graphql",
-                "--layouts", "backlog",
                 "--baselines", "procrastinate",
                 "--redis-url", redis.url,
                 "--results-dir", str(tmp_path),
             ]
         )  # fmt: skip
-        result = await throughput.amain(opts)
+        return await throughput.amain(opts)
     finally:
         redis.stop()
+
+
+async def test_throughput_postgres(tmp_path: Path) -> None:
+    result = await throughput_on_postgres(
+        tmp_path, "--tasks", "20", "--entities", "4", "--via", "service,graphql",
+        "--layouts", "backlog",
+    )  # fmt: skip
     assert len(result["runs"]) == 2  # service layer, and GraphQL to serve --no-worker
     for run in result["runs"]:
         assert run["error"] is None, run
@@ -100,25 +106,9 @@ async def test_throughput_postgres(tmp_path: Path) -> None:
 async def test_throughput_postgres_submitting_alone(tmp_path: Path) -> None:
     """The interleaved layout's ceiling: each system's submissions timed with no worker,
     every one of them found stored and waiting afterwards."""
-    require_postgres()
-    redis = RedisServer(tmp_path)
-    redis.start()
-    try:
-        opts = throughput.parse(
-            [
-                "--tasks", "12",
-                "--entities", "3",
-                "--backends", "postgres",
-                "--workers", "1",
-                "--layouts", "interleaved",
-                "--baselines", "procrastinate",
-                "--redis-url", redis.url,
-                "--results-dir", str(tmp_path),
-            ]
-        )  # fmt: skip
-        result = await throughput.amain(opts)
-    finally:
-        redis.stop()
+    result = await throughput_on_postgres(
+        tmp_path, "--tasks", "12", "--entities", "3", "--layouts", "interleaved"
+    )
     (run,) = result["runs"]
     assert run["error"] is None and run["check"]["ok"], run
     alone = {a["name"]: a for a in result["submitted_alone"]}
