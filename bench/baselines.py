@@ -34,6 +34,7 @@ from bench._common import (
     RunCheck,
     clean_env,
     layout_order,
+    partition,
     pg_database,
     pg_dsn,
     spawn,
@@ -297,6 +298,7 @@ async def procrastinate_run(
     workdir: Path,
     synchronous_commit: str | None = None,
     within: float = 600.0,
+    submitters: int = 1,
 ) -> BaselineResult:
     import psycopg
 
@@ -330,8 +332,7 @@ async def procrastinate_run(
                     task = app.tasks["bench_noop"]
                     began = datetime.now(UTC)
                     started = time.perf_counter()
-                    for entity_index in layout_order(layout, tasks, entities):
-                        await task.configure(lock=f"e{entity_index}").defer_async()
+                    await _defer_all(task, layout_order(layout, tasks, entities), submitters)
                     deadline = time.monotonic() + within
                     while True:
                         cursor = await conn.execute(
@@ -360,8 +361,24 @@ async def procrastinate_run(
     return BaselineResult("procrastinate", layout, tasks, entities, seconds, workers, check=check)
 
 
+async def _defer_all(task: Any, order: list[int], submitters: int) -> None:
+    """Defer a job per entry of ``order`` (``lock=`` its entity) from ``submitters``
+    concurrent loops, each entity always from the same one, as our runs submit."""
+
+    async def submitter(part: list[tuple[int, int]]) -> None:
+        for _position, entity_index in part:
+            await task.configure(lock=f"e{entity_index}").defer_async()
+
+    await asyncio.gather(*(submitter(part) for part in partition(order, submitters)))
+
+
 async def procrastinate_submit_alone(
-    *, tasks: int, entities: int, layout: str, synchronous_commit: str | None = None
+    *,
+    tasks: int,
+    entities: int,
+    layout: str,
+    synchronous_commit: str | None = None,
+    submitters: int = 1,
 ) -> SubmittedAlone:
     """procrastinate's defers as its runs make them (one after another, ``lock=`` the
     entity), with no worker: the ceiling of its runs, as ours is of ours."""
@@ -374,8 +391,7 @@ async def procrastinate_submit_alone(
             await app.schema_manager.apply_schema_async()
             task = app.tasks["bench_noop"]
             started = time.perf_counter()
-            for entity_index in layout_order(layout, tasks, entities):
-                await task.configure(lock=f"e{entity_index}").defer_async()
+            await _defer_all(task, layout_order(layout, tasks, entities), submitters)
             seconds = time.perf_counter() - started
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             cursor = await conn.execute(

@@ -165,6 +165,7 @@ class Options:
     synchronous_commit: str | None
     log_level: str
     profile: bool
+    submitters: int
     submit_alone: bool
     keep: bool
     timeout: float
@@ -395,7 +396,11 @@ async def run_service_in_process(run: Run, opts: Options, database_url: str, tmp
         commits = CommitCounter(runtime.db) if run.backend == "embedded" else None
         try:
             await measure(
-                run, runtime.db, lambda: submit_service(runtime, run, keys, 1), opts, commits
+                run,
+                runtime.db,
+                lambda: submit_service(runtime, run, keys, opts.submitters),
+                opts,
+                commits,
             )
         finally:
             if commits is not None:
@@ -419,7 +424,7 @@ async def submit_alone(opts: Options, layout: str) -> SubmittedAlone:
         ) as stack:
             async with service_runtime(run, opts, stack.database_url, tmp) as (runtime, keys):
                 started = time.perf_counter()
-                await submit_service(runtime, run, keys, 1)
+                await submit_service(runtime, run, keys, opts.submitters)
                 seconds = time.perf_counter() - started
             async with stack.db.read() as session:
                 stored = await session.scalar(
@@ -535,6 +540,7 @@ async def scenario(opts: Options) -> dict[str, Any]:
                                 workdir=tmp,
                                 synchronous_commit=opts.synchronous_commit,
                                 within=opts.timeout,
+                                submitters=opts.submitters,
                             )
                         )
                     print(f"  {baselines[-1].tasks_per_s:,.0f} tasks/s")
@@ -550,6 +556,7 @@ async def scenario(opts: Options) -> dict[str, Any]:
                     entities=opts.entities,
                     layout="interleaved",
                     synchronous_commit=opts.synchronous_commit,
+                    submitters=opts.submitters,
                 )
             )
         await opts.template.drop()
@@ -727,7 +734,7 @@ def report(
         )
     if alone:
         print_table(
-            "Submitting alone (PostgreSQL, no worker; one after another, as in the runs)",
+            "Submitting alone (PostgreSQL, no worker; the runs' submitters)",
             ["system", "layout", "tasks", "s", "tasks/s", "stored"],
             [
                 (a.name, a.layout, a.tasks, a.seconds, a.tasks_per_s, "ok" if a.ok else "FAILED")
@@ -816,6 +823,13 @@ def parse(argv: list[str] | None) -> Options:
         help="pyinstrument the embedded service runs (bench/results/profile-*.txt/.html)",
     )
     parser.add_argument(
+        "--submitters",
+        type=int,
+        default=1,
+        help="concurrent submitters of the service runs, and of procrastinate's defers, "
+        "each entity always from the same one (1: one after another, the headline)",
+    )
+    parser.add_argument(
         "--submit-alone",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -831,6 +845,8 @@ def parse(argv: list[str] | None) -> Options:
     for layout in layouts:
         if layout not in LAYOUTS:
             parser.error(f"--layouts: unknown layout {layout!r}")
+    if args.submitters < 1:
+        parser.error("--submitters: must be at least 1")
     return Options(
         task=args.task,
         tasks=args.tasks,
@@ -846,6 +862,7 @@ def parse(argv: list[str] | None) -> Options:
         synchronous_commit=args.synchronous_commit,
         log_level=args.log_level,
         profile=args.profile,
+        submitters=args.submitters,
         submit_alone=args.submit_alone,
         keep=args.keep,
         timeout=args.timeout,

@@ -105,12 +105,15 @@ async def test_throughput_postgres(tmp_path: Path) -> None:
 
 async def test_throughput_postgres_submitting_alone(tmp_path: Path) -> None:
     """The interleaved layout's ceiling: each system's submissions timed with no worker,
-    every one of them found stored and waiting afterwards."""
+    every one of them found stored and waiting afterwards; from two submitters at once,
+    each entity's still in order (the runs' FIFO checks)."""
     result = await throughput_on_postgres(
-        tmp_path, "--tasks", "12", "--entities", "3", "--layouts", "interleaved"
-    )
+        tmp_path, "--tasks", "12", "--entities", "3", "--layouts", "interleaved",
+        "--submitters", "2",
+    )  # fmt: skip
     (run,) = result["runs"]
     assert run["error"] is None and run["check"]["ok"], run
+    assert all(b["check"]["ok"] for b in result["baselines"]), result["baselines"]
     alone = {a["name"]: a for a in result["submitted_alone"]}
     assert alone["cloudops"]["ok"] and alone["cloudops"]["stored"] == 12, alone
     if procrastinate_installed():
