@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,8 +78,8 @@ class BaselineResult:
 
 @dataclass
 class SubmittedAlone:
-    """N submissions made one after another, as the throughput runs make them, with no
-    worker running: how fast the submitter alone can go. A run's clock starts at its
+    """N submissions made as the throughput runs make them (their ``--submitters``), with
+    no worker running: how fast the submitters alone can go. A run's clock starts at its
     first submission, so submitting alone is the ceiling of its tasks/s."""
 
     name: str
@@ -288,6 +290,17 @@ def _app(dsn: str) -> Any:
     return app
 
 
+@contextlib.asynccontextmanager
+async def _fresh_app(synchronous_commit: str | None) -> AsyncIterator[tuple[str, Any]]:
+    """procrastinate on a fresh database of its own (its DSN), schema applied, open."""
+    async with pg_database("procrastinate", synchronous_commit=synchronous_commit) as name:
+        dsn = pg_dsn(name)
+        app = _app(dsn)
+        async with app.open_async():
+            await app.schema_manager.apply_schema_async()
+            yield dsn, app
+
+
 async def procrastinate_run(
     *,
     tasks: int,
@@ -302,62 +315,58 @@ async def procrastinate_run(
 ) -> BaselineResult:
     import psycopg
 
-    async with pg_database("procrastinate", synchronous_commit=synchronous_commit) as name:
-        dsn = pg_dsn(name)
-        app = _app(dsn)
-        async with app.open_async():
-            await app.schema_manager.apply_schema_async()
-            procs: list[Proc] = []
-            try:
-                for index in range(workers):
-                    procs.append(
-                        spawn(
-                            f"procrastinate-{index}",
-                            [
-                                PYTHON,
-                                "-m",
-                                "bench.baselines",
-                                "procrastinate-worker",
-                                "--dsn",
-                                dsn,
-                                "--concurrency",
-                                str(concurrency),
-                            ],
-                            clean_env(),
-                            workdir,
-                        )
+    async with _fresh_app(synchronous_commit) as (dsn, app):
+        procs: list[Proc] = []
+        try:
+            for index in range(workers):
+                procs.append(
+                    spawn(
+                        f"procrastinate-{index}",
+                        [
+                            PYTHON,
+                            "-m",
+                            "bench.baselines",
+                            "procrastinate-worker",
+                            "--dsn",
+                            dsn,
+                            "--concurrency",
+                            str(concurrency),
+                        ],
+                        clean_env(),
+                        workdir,
                     )
-                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                    await _wait_workers(conn, procs, workers)
-                    task = app.tasks["bench_noop"]
-                    began = datetime.now(UTC)
-                    started = time.perf_counter()
-                    await _defer_all(task, layout_order(layout, tasks, entities), submitters)
-                    deadline = time.monotonic() + within
-                    while True:
-                        cursor = await conn.execute(
-                            "SELECT count(*) FROM procrastinate_jobs"
-                            " WHERE status IN ('succeeded', 'failed')"
-                        )
-                        row = await cursor.fetchone()
-                        assert row is not None
-                        if row[0] >= tasks:
-                            break
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"procrastinate: {row[0]} of {tasks} done")
-                        if not all(p.alive() for p in procs):
-                            raise RuntimeError("a procrastinate worker died")
-                        await asyncio.sleep(0.1)
-                    elapsed = time.perf_counter() - started
+                )
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await _wait_workers(conn, procs, workers)
+                task = app.tasks["bench_noop"]
+                began = datetime.now(UTC)
+                started = time.perf_counter()
+                await _defer_all(task, layout_order(layout, tasks, entities), submitters)
+                deadline = time.monotonic() + within
+                while True:
                     cursor = await conn.execute(
-                        "SELECT max(at) FROM procrastinate_events WHERE type = 'succeeded'"
+                        "SELECT count(*) FROM procrastinate_jobs"
+                        " WHERE status IN ('succeeded', 'failed')"
                     )
                     row = await cursor.fetchone()
-                    seconds = (row[0] - began).total_seconds() if row and row[0] else elapsed
-                    check = await _check_procrastinate(conn, tasks)
-            finally:
-                for proc in procs:
-                    proc.stop()
+                    assert row is not None
+                    if row[0] >= tasks:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"procrastinate: {row[0]} of {tasks} done")
+                    if not all(p.alive() for p in procs):
+                        raise RuntimeError("a procrastinate worker died")
+                    await asyncio.sleep(0.1)
+                elapsed = time.perf_counter() - started
+                cursor = await conn.execute(
+                    "SELECT max(at) FROM procrastinate_events WHERE type = 'succeeded'"
+                )
+                row = await cursor.fetchone()
+                seconds = (row[0] - began).total_seconds() if row and row[0] else elapsed
+                check = await _check_procrastinate(conn, tasks)
+        finally:
+            for proc in procs:
+                proc.stop()
     return BaselineResult("procrastinate", layout, tasks, entities, seconds, workers, check=check)
 
 
@@ -380,19 +389,15 @@ async def procrastinate_submit_alone(
     synchronous_commit: str | None = None,
     submitters: int = 1,
 ) -> SubmittedAlone:
-    """procrastinate's defers as its runs make them (one after another, ``lock=`` the
-    entity), with no worker: the ceiling of its runs, as ours is of ours."""
+    """procrastinate's defers as its runs make them (``lock=`` the entity, from
+    ``submitters`` loops), with no worker: the ceiling of its runs, as ours is of ours."""
     import psycopg
 
-    async with pg_database("procrastinate", synchronous_commit=synchronous_commit) as name:
-        dsn = pg_dsn(name)
-        app = _app(dsn)
-        async with app.open_async():
-            await app.schema_manager.apply_schema_async()
-            task = app.tasks["bench_noop"]
-            started = time.perf_counter()
-            await _defer_all(task, layout_order(layout, tasks, entities), submitters)
-            seconds = time.perf_counter() - started
+    async with _fresh_app(synchronous_commit) as (dsn, app):
+        task = app.tasks["bench_noop"]
+        started = time.perf_counter()
+        await _defer_all(task, layout_order(layout, tasks, entities), submitters)
+        seconds = time.perf_counter() - started
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             cursor = await conn.execute(
                 "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"

@@ -30,6 +30,19 @@ from cloudops.worker.recovery import republish_queued, requeue_orphans
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """The checks that health reports (``/healthz`` and the GraphQL ``health`` query), and
+    the status they make: one rule for both."""
+
+    database: bool
+    broadcast_connected: bool
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.database and self.broadcast_connected else "degraded"
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -141,6 +154,9 @@ class Runtime:
         if self.reaper is not None:
             self.reaper.start()
         self._started = True
+
+    async def dependencies(self) -> Dependencies:
+        return Dependencies(await self.db.ping(), self.hub.connected)
 
     async def stop(self) -> None:
         if not self._started:

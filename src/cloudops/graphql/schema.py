@@ -69,9 +69,9 @@ class Query:
     @strawberry.field
     async def health(self, info: Info) -> Health:
         runtime = info.context.runtime
-        database = await runtime.db.ping()
+        checked = await runtime.dependencies()
         counts: dict[str, int] = {}
-        if database:
+        if checked.database:
             async with runtime.db.read() as session:
                 rows = await session.execute(
                     select(models.Task.status, func.count())
@@ -83,16 +83,15 @@ class Query:
                     .group_by(models.Task.status)
                 )
                 counts = {status: count for status, count in rows}
-        broadcast_connected = runtime.hub.connected
         return Health(
-            status="ok" if database and broadcast_connected else "degraded",
+            status=checked.status,
             version=__version__,
-            database=database,
+            database=checked.database,
             bus=runtime.bus.name,
             broadcast=runtime.hub.backend_name,
             queued_tasks=counts.get(DomainStatus.QUEUED.value, 0),
             running_tasks=counts.get(DomainStatus.RUNNING.value, 0),
-            broadcast_connected=broadcast_connected,
+            broadcast_connected=checked.broadcast_connected,
         )
 
     @strawberry.field(permission_classes=[CanView])

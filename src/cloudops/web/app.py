@@ -95,17 +95,16 @@ async def healthz(request: Request) -> JSONResponse:
     process shares it, and without it they all still take mutations and answer queries
     (only live events pause), so taking them out of the balancer would help nobody."""
     runtime: Runtime = request.app.state.runtime
-    database = await runtime.db.ping()
-    broadcast_connected = runtime.hub.connected
+    checked = await runtime.dependencies()
     body = {
-        "status": "ok" if database and broadcast_connected else "degraded",
+        "status": checked.status,
         "version": __version__,
-        "database": database,
+        "database": checked.database,
         "bus": runtime.bus.name,
         "broadcast": runtime.hub.backend_name,
-        "broadcast_connected": broadcast_connected,
+        "broadcast_connected": checked.broadcast_connected,
     }
-    return JSONResponse(body, status_code=200 if database else 503)
+    return JSONResponse(body, status_code=200 if checked.database else 503)
 
 
 def create_app(
